@@ -1,0 +1,126 @@
+"""Plain data the core works on: no database, no sockets, no clock.
+
+Times are timezone-aware UTC datetimes; durations are timedeltas.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+DIRECTIONS = (INBOUND, OUTBOUND)
+
+MANUAL = "manual"
+AUTO = "auto"
+SOURCES = (MANUAL, AUTO)
+
+SIMULTANEOUS = "simultaneous"
+SEQUENTIAL = "sequential"
+STRATEGIES = (SIMULTANEOUS, SEQUENTIAL)
+
+SCOPE_ANY = "any"
+SCOPE_MEMBERS = "members"
+STICKY_SCOPES = (SCOPE_ANY, SCOPE_MEMBERS)
+
+# An extension is what a sysadmin types and what goes into a dial string, so it is kept to
+# characters that mean nothing to FreeSWITCH's dial-string or API syntax.
+EXTENSION_RE = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
+GROUP_NAME_RE = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+
+
+def default_dial_string(ext: str) -> str:
+    return f"user/{ext}@${{domain_name}}"
+
+
+@dataclass(frozen=True)
+class Agent:
+    ext: str
+    name: str
+    dial_string: str
+    priority: int = 100
+    enabled: bool = True
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    strategy: str = SIMULTANEOUS
+    sticky_scope: str = SCOPE_ANY
+    # Ring time of each leg of the fallback: the whole group when simultaneous, each agent when sequential.
+    ring_timeout: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Binding:
+    client: str
+    agent: str
+    source: str  # MANUAL or AUTO
+    # For AUTO: when the call that created or last confirmed it ended; it is what the look-back
+    # window and the "later-ended call wins" rule compare. For MANUAL: when it was set.
+    at: datetime
+    expires_at: datetime | None = None
+    why: str = ""
+    call_uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One finished call, whoever saw it (the live event stream or a CSV import).
+
+    The learning rules read direction, client, agent, ended_at, talk_seconds and answered; the
+    rest is the call record that `calls list` and reports show.
+    """
+
+    direction: str  # INBOUND (the client called the office) or OUTBOUND (an agent called the client)
+    client: str  # E.164
+    agent: str | None  # who answered (inbound) or placed (outbound) the call; None if nobody answered
+    started_at: datetime
+    ended_at: datetime
+    talk_seconds: float = 0.0  # the agent's talk time: from their answer to their leg's hang-up
+    answered: bool = False  # did the called side pick up
+    uuid: str | None = None
+    group: str | None = None
+    answered_at: datetime | None = None
+    rung: tuple[str, ...] = ()  # agents whose phones rang, in order
+    route: str | None = None  # sticky | fallback | none, when fsrouter routed the call
+    outcome: str = ""  # answered | missed | abandoned | hangup cause
+
+
+@dataclass(frozen=True)
+class Leg:
+    agent: str
+    dial_string: str
+    timeout: timedelta
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    client: str | None
+    group: str
+    sticky: Leg | None
+    source: str | None  # MANUAL, AUTO, or None when no sticky leg
+    reason: str  # why this sticky leg, or why none (see routing.REASONS)
+    fallback: tuple[Leg, ...] = field(default_factory=tuple)
+    strategy: str = SIMULTANEOUS
+
+    @property
+    def agent(self) -> str | None:
+        return self.sticky.agent if self.sticky else None
+
+    def as_dict(self) -> dict:
+        return {
+            "client": self.client,
+            "group": self.group,
+            "agent": self.agent,
+            "source": self.source,
+            "reason": self.reason,
+            "timeout": self.sticky.timeout.total_seconds() if self.sticky else None,
+            "strategy": self.strategy,
+            "fallback": [
+                {"agent": leg.agent, "dial_string": leg.dial_string, "timeout": leg.timeout.total_seconds()}
+                for leg in self.fallback
+            ],
+        }

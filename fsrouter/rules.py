@@ -1,0 +1,61 @@
+"""How calls teach bindings: pure functions of the call, the settings and the current binding."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from .model import AUTO, INBOUND, OUTBOUND, Binding, Call
+from .settings import Settings
+
+
+def qualifies(call: Call, settings: Settings) -> bool:
+    """Does this call, by itself, bind its client to its agent?"""
+    if not call.agent:
+        return False
+    if settings.learn_from not in ("both", call.direction):
+        return False
+    talked_enough = call.talk_seconds >= settings.min_talk.total_seconds()
+    if call.direction == INBOUND:
+        return talked_enough
+    if call.direction == OUTBOUND:
+        # An agent who dials a client has taken the client on, answered or not.
+        return (call.answered and talked_enough) if settings.outbound_requires_answer else True
+    return False
+
+
+def learn(call: Call, settings: Settings, current: Binding | None) -> Binding | None:
+    """The learned binding after this call, or None when the call changes nothing.
+
+    Events arrive out of order (two calls ending together, several nodes): the call that ended
+    later wins, never the one processed later.
+    """
+    if not qualifies(call, settings):
+        return None
+    if current is not None and current.at > call.ended_at:
+        return None
+    if current is not None and current.agent == call.agent and current.at == call.ended_at:
+        return None  # the same call seen twice
+    return Binding(
+        client=call.client,
+        agent=call.agent,
+        source=AUTO,
+        at=call.ended_at,
+        why=_why(call),
+        call_uuid=call.uuid,
+    )
+
+
+def _why(call: Call) -> str:
+    if call.direction == INBOUND:
+        return f"answered inbound call, talked {call.talk_seconds:.0f}s"
+    if call.answered:
+        return f"outbound call by agent, talked {call.talk_seconds:.0f}s"
+    return "outbound call by agent, not answered"
+
+
+def is_current(binding: Binding, settings: Settings, now: datetime) -> bool:
+    """Is the binding still inside its expiry (manual) or look-back window (learned)?"""
+    if binding.expires_at is not None and binding.expires_at <= now:
+        return False
+    if binding.source == AUTO and settings.lookback.total_seconds() > 0:
+        return now - binding.at <= settings.lookback
+    return True

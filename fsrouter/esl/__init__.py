@@ -1,1 +1,2 @@
 """The FreeSWITCH Event Socket side: wire frames, the outbound-socket router, the event listener."""
+from . import headers as _headers  # noqa: F401  (fixes greenswitch's header decoding before any use)

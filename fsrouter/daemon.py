@@ -1,0 +1,212 @@
+"""`fsrouter run`: the outbound-socket router and the event listener in one gevent process.
+
+The routing decision and learning happen in the service; this module only wires the sockets to
+it, keeps calls ringing when the database is not there, and handles signals and systemd.
+"""
+from __future__ import annotations
+
+import signal
+from collections import deque
+
+import gevent
+import gevent.event
+import gevent.lock
+import structlog
+
+from . import esl  # noqa: F401  (greenswitch header fix)
+from .config import Config, default_database_url, load_config
+from .esl.events import CallTracker
+from .esl.inbound import EventListener
+from .esl.outbound import CallRouter, OutboundServer, OutboundStats
+from .logs import configure_logging
+from .model import Call
+from .service import Service
+from .store import Store
+from .systemd_notify import notify, watchdog_interval
+
+log = structlog.get_logger("fsrouter.daemon")
+
+
+class CallWriter:
+    """Writes finished calls through the service, keeping them while the database is away."""
+
+    def __init__(self, service: Service, db_lock, max_pending: int = 200_000):
+        self.service = service
+        self.db_lock = db_lock
+        self.pending: deque[Call] = deque()
+        self.max_pending = max_pending
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+        self.bindings_changed = 0
+        self._wake = gevent.event.Event()
+        self._greenlet = None
+        self._running = False
+
+    def put(self, call: Call) -> None:
+        if len(self.pending) >= self.max_pending:
+            self.pending.popleft()
+            self.dropped += 1
+            log.error("calls.backlog_full", dropped=self.dropped)
+        self.pending.append(call)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._running = True
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self, timeout: float) -> None:
+        self._running = False
+        self._wake.set()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            self._greenlet.kill(block=False)
+        self.flush(timeout)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        with gevent.Timeout(timeout, False):
+            while self.pending and self._write_one():
+                pass
+        return not self.pending
+
+    def _loop(self) -> None:
+        delay = 0.1
+        while self._running:
+            if not self.pending:
+                self._wake.clear()
+                self._wake.wait(1.0)
+                continue
+            if self._write_one():
+                delay = 0.1
+            else:
+                gevent.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _write_one(self) -> bool:
+        call = self.pending[0]
+        try:
+            with self.db_lock:
+                binding = self.service.record_call(call)
+        except Exception as exc:
+            self.failures += 1
+            log.warning("calls.write_failed", uuid=call.uuid, error=str(exc)[:200], pending=len(self.pending))
+            return False
+        self.pending.popleft()
+        self.written += 1
+        log.info("call.recorded", uuid=call.uuid, direction=call.direction, client=call.client,
+                 agent=call.agent, talk_seconds=call.talk_seconds, outcome=call.outcome)
+        if binding is not None:
+            self.bindings_changed += 1
+            log.info("binding.learned", uuid=call.uuid, client=binding.client, agent=binding.agent,
+                     why=binding.why)
+        return True
+
+
+class Daemon:
+    def __init__(self, config: Config, service: Service | None = None):
+        self.config = config
+        self.service = service or Service(Store.open(config.database or default_database_url()))
+        # One greenlet at a time talks to the database: a point read per call and a write per
+        # finished call are short, and a shared connection must not see two at once.
+        self.db_lock = gevent.lock.RLock()
+        self.writer = CallWriter(self.service, self.db_lock)
+        self.tracker = CallTracker(agents=self._agent_extensions, region=self._region(),
+                                   ignore_channels=tuple(config.ignore_channels))
+        self.listener = EventListener(config.esl_host, config.esl_port, config.esl_password,
+                                      on_event=self._on_event, on_connect=self.tracker.reset_sequence)
+        self.outbound_stats = OutboundStats()
+        self.outbound = OutboundServer(config.listen_host, config.listen_port,
+                                       CallRouter(self.decide, self.outbound_stats),
+                                       allowed_peers=tuple(config.allowed_peers))
+        self.stopped = gevent.event.Event()
+        self.degraded_decisions = 0
+
+    # -- wiring --------------------------------------------------------------------------------
+    def _agent_extensions(self):
+        try:
+            return self.service.agents().keys()
+        except Exception:
+            return ()
+
+    def _region(self) -> str:
+        try:
+            return self.service.settings().default_region
+        except Exception:
+            return "UA"
+
+    def _on_event(self, headers: dict) -> None:
+        for call in self.tracker.feed(headers):
+            self.writer.put(call)
+
+    def decide(self, caller: str | None, group: str | None, call_uuid: str | None):
+        """The plan for one call within the decision budget; without the database, the group."""
+        try:
+            with gevent.Timeout(self.config.decision_budget):
+                with self.db_lock:
+                    return self.service.route(caller or "", group or "")
+        except BaseException as exc:  # gevent.Timeout is a BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, gevent.GreenletExit)):
+                raise
+            self.degraded_decisions += 1
+            log.warning("decision.degraded", uuid=call_uuid, error=type(exc).__name__, detail=str(exc)[:200])
+            try:
+                return self.service.fallback_plan(caller or "", group or "")
+            except Exception as fallback_exc:
+                log.warning("decision.no_plan", uuid=call_uuid, error=str(fallback_exc)[:200])
+                return None
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.outbound.start()
+        self.writer.start()
+        self.listener.start()
+        log.info("daemon.started", outbound=f"{self.config.listen_host}:{self.outbound.address[1]}",
+                 event_socket=f"{self.config.esl_host}:{self.config.esl_port}")
+
+    def stop(self) -> None:
+        """Stop taking calls, let the ones in flight finish (bounded), write what is pending."""
+        log.info("daemon.stopping", active_calls=self.outbound_stats.active,
+                 drain_timeout=self.config.drain_timeout)
+        self.outbound.stop(self.config.drain_timeout)
+        # Calls that ended during the drain still send their last events: give them a moment.
+        gevent.sleep(0.2)
+        self.listener.stop()
+        self.writer.stop(timeout=10.0)
+        log.info("daemon.stopped", calls_written=self.writer.written, pending=len(self.writer.pending))
+        self.stopped.set()
+
+    def reload(self, path: str | None) -> None:
+        try:
+            config = load_config(path)
+        except Exception as exc:
+            log.error("config.reload_failed", error=str(exc))
+            return
+        configure_logging(config.log_format, config.log_level)
+        self.config = config
+        self.service.invalidate()
+        log.info("config.reloaded")
+
+
+def run_daemon(config: Config, config_path: str | None = None) -> int:
+    configure_logging(config.log_format, config.log_level)
+    _make_database_cooperative(config)
+    daemon = Daemon(config)
+    stop_requested = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop_requested.set)
+    gevent.signal_handler(signal.SIGINT, stop_requested.set)
+    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(daemon.reload, config_path))
+    daemon.start()
+    notify("READY=1\nSTATUS=routing calls")
+    interval = watchdog_interval()
+    while not stop_requested.wait(interval or 3600):
+        notify("WATCHDOG=1")
+    notify("STOPPING=1")
+    daemon.stop()
+    return 0
+
+
+def _make_database_cooperative(config: Config) -> None:
+    # psycopg2 blocks the whole gevent loop unless it waits through gevent.
+    if (config.database or "").startswith(("postgres", "postgresql")):
+        from psycogreen.gevent import patch_psycopg
+        patch_psycopg()

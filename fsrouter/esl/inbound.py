@@ -1,0 +1,130 @@
+"""The event listener: a supervised connection to FreeSWITCH's event socket.
+
+greenswitch neither reconnects nor times out (see shared notes), so this class owns the loop:
+connect with a timeout, authenticate with a timeout, subscribe, and when the connection drops,
+back off and do it all again. Every event is handed to `on_event` in the order it arrived.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+import structlog
+from greenswitch.esl import InboundESL, NotConnectedError
+
+log = structlog.get_logger("fsrouter.listener")
+
+CHANNEL_EVENTS = (
+    "CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
+    "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_EXECUTE_COMPLETE"
+)
+COMMAND_TIMEOUT = 5.0
+
+
+@dataclass
+class ListenerStats:
+    connects: int = 0
+    reconnects: int = 0
+    failures: int = 0
+    events: int = 0
+    handler_errors: int = 0
+
+
+class EventListener:
+    def __init__(self, host: str, port: int, password: str, on_event: Callable[[dict], None],
+                 on_connect: Callable[[], None] = lambda: None,
+                 backoff_min: float = 0.5, backoff_max: float = 30.0):
+        self.host, self.port = host, port
+        self._password = password
+        self.on_event = on_event
+        self.on_connect = on_connect
+        self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        self.stats = ListenerStats()
+        self.connected = gevent.event.Event()
+        self._conn: InboundESL | None = None
+        self._greenlet: gevent.Greenlet | None = None
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        self._greenlet = gevent.spawn(self._supervise)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running = False
+        self._drop()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            self._greenlet.kill(block=False)
+
+    def api(self, command: str, timeout: float = 2.0) -> str:
+        """An `api` command on the live connection; NotConnectedError when there is none."""
+        conn = self._conn
+        if conn is None or not conn.connected:
+            raise NotConnectedError()
+        with gevent.Timeout(timeout):
+            return conn.send(f"api {command}").data
+
+    def _supervise(self) -> None:
+        delay = self.backoff_min
+        while self._running:
+            try:
+                self._connect()
+                delay = self.backoff_min
+                self.connected.set()
+                self.on_connect()
+                while self._running and self._conn is not None and self._conn.connected:
+                    gevent.sleep(0.2)
+            except (OSError, gevent.Timeout, ValueError, NotConnectedError) as exc:
+                self.stats.failures += 1
+                # ValueError is greenswitch's wrong-password answer: say so, without the password.
+                what = "authentication refused" if isinstance(exc, ValueError) else type(exc).__name__
+                log.warning("listener.connect_failed", host=self.host, port=self.port, error=what,
+                            retry_in=round(delay, 2))
+            finally:
+                self.connected.clear()
+                self._drop()
+            if not self._running:
+                break
+            self.stats.reconnects += 1
+            gevent.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, self.backoff_max)
+
+    def _connect(self) -> None:
+        conn = InboundESL(self.host, self.port, self._password, timeout=COMMAND_TIMEOUT)
+        self._conn = conn
+        # greenswitch's wait for auth/request has no limit of its own.
+        with gevent.Timeout(COMMAND_TIMEOUT):
+            conn.connect()
+        conn.register_handle("*", self._dispatch)
+        with gevent.Timeout(COMMAND_TIMEOUT):
+            reply = conn.send(f"event plain {CHANNEL_EVENTS}")
+        if not reply.data.startswith("+OK"):
+            raise NotConnectedError(reply.data)
+        self.stats.connects += 1
+        log.info("listener.connected", host=self.host, port=self.port)
+
+    def _dispatch(self, event) -> None:
+        self.stats.events += 1
+        try:
+            self.on_event(event.headers)
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("listener.event_error", event=event.headers.get("Event-Name"))
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn._run = False
+        conn.connected = False
+        for greenlet in (conn._receive_events_greenlet, conn._process_events_greenlet):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass

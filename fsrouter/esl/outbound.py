@@ -1,0 +1,193 @@
+"""The outbound-socket side: FreeSWITCH hands each inbound call to us and we bridge it.
+
+Per call: one round trip for `connect`, the routing decision, then every command before the first
+bridge is pipelined (FreeSWITCH runs them in order), so the caller waits for one exchange only.
+"""
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gevent
+import structlog
+from gevent.server import StreamServer
+
+from ..model import RoutePlan
+from .dialstring import bridge_args, leg_string, multiset_args
+from .session import RouterSession, SessionGone
+
+log = structlog.get_logger("fsrouter.outbound")
+
+# How long a bridge may run: a connected call lasts as long as people talk. The wait still ends at
+# once when the socket closes.
+MAX_CALL_SECONDS = 12 * 3600
+REPLY_TIMEOUT = 5.0
+
+
+@dataclass
+class OutboundStats:
+    calls: int = 0
+    active: int = 0
+    sticky_answered: int = 0
+    fallback_answered: int = 0
+    returned_to_dialplan: int = 0
+    refused_peers: int = 0
+    errors: int = 0
+    decision_seconds: list[float] = field(default_factory=list)
+
+
+def _answered(complete_headers: dict) -> bool:
+    # The outcome lives in variable_originate_disposition; Application-Response is "_none_" whatever happened.
+    return complete_headers.get("variable_originate_disposition") == "SUCCESS"
+
+
+class CallRouter:
+    """Routes one call on a connected session. `decide(caller, group, uuid)` never raises."""
+
+    def __init__(self, decide: Callable[[str | None, str | None, str | None], RoutePlan | None],
+                 stats: OutboundStats):
+        self.decide = decide
+        self.stats = stats
+
+    def run(self, session: RouterSession) -> None:
+        with gevent.Timeout(REPLY_TIMEOUT):
+            session.connect()
+        data = session.session_data or {}
+        call_uuid = data.get("Unique-ID") or data.get("variable_uuid")
+        bound = log.bind(uuid=call_uuid)
+        started = time.perf_counter()
+        plan = self.decide(data.get("Caller-Caller-ID-Number"), data.get("variable_fsrouter_group"), call_uuid)
+        decided = time.perf_counter()
+        self.stats.decision_seconds.append(decided - started)
+        del self.stats.decision_seconds[:-10000]
+        if plan is None or (plan.sticky is None and not plan.fallback):
+            bound.info("call.no_route", reason=plan.reason if plan else "no_plan")
+            self._set_route(session, plan, "none", wait=True)
+            self.stats.returned_to_dialplan += 1
+            return
+        bound.info("call.route", client=plan.client, group=plan.group, agent=plan.agent,
+                   source=plan.source, reason=plan.reason,
+                   decision_ms=round((decided - started) * 1000, 3))
+
+        session.send_nowait("myevents")
+        first = "sticky" if plan.sticky else "fallback"
+        self._set_route(session, plan, first)
+        session.execute_nowait("ring_ready")
+        if plan.sticky:
+            if self._bridge(session, leg_string(plan.sticky), bound, "sticky"):
+                self.stats.sticky_answered += 1
+                return
+            if not plan.fallback:
+                self._finish_unanswered(session, bound)
+                return
+            session.execute_nowait("set", "fsrouter_route=fallback")
+        if self._bridge(session, bridge_args(plan.fallback, plan.strategy), bound, "fallback"):
+            self.stats.fallback_answered += 1
+            return
+        self._finish_unanswered(session, bound)
+
+    def _set_route(self, session: RouterSession, plan: RoutePlan | None, route: str, wait=False) -> None:
+        variables = {
+            # Without continue_on_fail a failed bridge hangs up the caller (see the captures).
+            "continue_on_fail": "true",
+            "hangup_after_bridge": "true",
+            "fsrouter_client": plan.client if plan else None,
+            "fsrouter_agent": plan.agent if plan else None,
+            "fsrouter_route": route,
+            "fsrouter_reason": plan.reason if plan else "no_plan",
+        }
+        done = session.execute_nowait("multiset", multiset_args(variables))
+        if wait:
+            session.wait(done, REPLY_TIMEOUT)
+
+    def _bridge(self, session: RouterSession, args: str, bound, leg: str) -> bool:
+        done = session.execute_nowait("bridge", args)
+        complete = session.wait(done, MAX_CALL_SECONDS)
+        disposition = complete.get("variable_originate_disposition")
+        bound.info("call.bridge_done", leg=leg, disposition=disposition,
+                   cause=complete.get("variable_last_bridge_hangup_cause"))
+        return _answered(complete)
+
+    def _finish_unanswered(self, session: RouterSession, bound) -> None:
+        # Back to the dialplan: its next action (voicemail, a queue) runs when we close the socket.
+        session.execute_nowait("set", "fsrouter_route=none")
+        self.stats.returned_to_dialplan += 1
+        bound.info("call.unanswered", next="dialplan")
+
+
+class OutboundServer:
+    """Accepts FreeSWITCH's outbound-socket connections from allowed peers only."""
+
+    def __init__(self, host: str, port: int, router: CallRouter, allowed_peers=("127.0.0.1", "::1"),
+                 max_calls: int = 5000):
+        self.router = router
+        self.stats = router.stats
+        self.allowed = [ipaddress.ip_network(p, strict=False) for p in allowed_peers]
+        self.max_calls = max_calls
+        self.server = StreamServer((host, port), self._handle, backlog=1024)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.address
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self, drain_timeout: float) -> None:
+        """Stop accepting, let calls in flight finish for up to drain_timeout, then cut them."""
+        self.server.stop(timeout=drain_timeout)
+
+    def _allowed(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer.split("%")[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.allowed)
+
+    def _handle(self, sock, peer) -> None:
+        if not self._allowed(peer[0]):
+            self.stats.refused_peers += 1
+            log.warning("outbound.peer_refused", peer=peer[0])
+            sock.close()
+            return
+        if self.stats.active >= self.max_calls:
+            # Closing makes FreeSWITCH's socket application fail, so the dialplan rings the group.
+            log.warning("outbound.over_capacity", active=self.stats.active)
+            sock.close()
+            return
+        self.stats.calls += 1
+        self.stats.active += 1
+        session = RouterSession(peer, sock)
+        try:
+            self.router.run(session)
+        except SessionGone:
+            log.info("call.gone")
+        except gevent.Timeout:
+            self.stats.errors += 1
+            log.warning("call.freeswitch_timeout")
+        except Exception:
+            self.stats.errors += 1
+            log.exception("call.error")
+        finally:
+            self.stats.active -= 1
+            self._close(session)
+
+    @staticmethod
+    def _close(session: RouterSession) -> None:
+        try:
+            if session.connected and not session._lingering:
+                session.command("exit", REPLY_TIMEOUT)
+        except (SessionGone, gevent.Timeout, OSError):
+            pass
+        session._run = False
+        for greenlet in (session._receive_events_greenlet, session._process_events_greenlet):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        try:
+            session.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,87 @@
+"""greenswitch's outbound session, with the waits it lacks.
+
+greenswitch matches a blocking application to its CHANNEL_EXECUTE_COMPLETE by application name
+and waits without limit when FreeSWITCH closes the socket without a disconnect notice. Here every
+execute carries an Event-UUID (FreeSWITCH echoes it as Application-UUID), commands can be
+pipelined without waiting for their replies, and every wait is bounded and ends when the socket
+does.
+"""
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import gevent
+from gevent.event import AsyncResult
+from greenswitch.esl import NotConnectedError, OutboundSession, OutboundSessionHasGoneAway
+
+
+class SessionGone(Exception):
+    """The caller hung up or FreeSWITCH closed the socket."""
+
+
+class RouterSession(OutboundSession):
+    POLL = 0.5  # how often a long wait checks that the socket is still there
+
+    def __init__(self, client_address, sock):
+        self._completions: dict[str, AsyncResult] = {}
+        super().__init__(client_address, sock)
+
+    # -- sending -------------------------------------------------------------------------------
+    def send_nowait(self, data: str) -> AsyncResult:
+        """Write one command; its reply lands in the returned result (replies come in order)."""
+        if not self.connected or self._lingering:
+            raise SessionGone()
+        reply = AsyncResult()
+        self._commands_sent.append(reply)
+        try:
+            self.sock.sendall((data + "\n\n").encode("utf-8"))
+        except OSError as exc:
+            self._commands_sent.remove(reply)
+            raise SessionGone() from exc
+        return reply
+
+    def execute_nowait(self, app: str, arg: str | None = None) -> AsyncResult:
+        """sendmsg execute; the result is set by the application's CHANNEL_EXECUTE_COMPLETE."""
+        event_uuid = str(uuidlib.uuid4())
+        done = AsyncResult()
+        self._completions[event_uuid] = done
+        lines = ["sendmsg", "call-command: execute", f"execute-app-name: {app}", f"Event-UUID: {event_uuid}"]
+        if arg:
+            if "\n" in arg or "\r" in arg:
+                raise ValueError("an application argument cannot contain a line break")
+            lines.append(f"execute-app-arg: {arg}")
+        self.send_nowait("\n".join(lines))
+        return done
+
+    def command(self, data: str, timeout: float) -> str:
+        return self.wait(self.send_nowait(data), timeout).headers.get("Reply-Text", "")
+
+    # -- waiting -------------------------------------------------------------------------------
+    def wait(self, result: AsyncResult, timeout: float | None):
+        """The result's value; SessionGone when the socket goes, gevent.Timeout after `timeout`."""
+        with gevent.Timeout(timeout):
+            while not result.ready():
+                result.wait(self.POLL)
+                if not result.ready() and (not self.connected or not self._run):
+                    raise SessionGone()
+        try:
+            return result.get()
+        except (OutboundSessionHasGoneAway, NotConnectedError) as exc:
+            raise SessionGone() from exc
+
+    # -- greenswitch hooks ---------------------------------------------------------------------
+    def after_handle(self, event) -> None:
+        headers = event.headers
+        if headers.get("Event-Name") != "CHANNEL_EXECUTE_COMPLETE":
+            return
+        done = self._completions.pop(headers.get("Application-UUID", ""), None)
+        if done is not None:
+            done.set(headers)
+
+    def on_disconnect(self, event) -> None:
+        super().on_disconnect(event)
+        if not self._lingering:
+            self.connected = False
+        for done in self._completions.values():
+            done.set_exception(OutboundSessionHasGoneAway())
+        self._completions.clear()

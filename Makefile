@@ -1,0 +1,49 @@
+# fsrouter: make install | make test | make lint | make bench
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PREFIX ?= /usr/local
+SYSTEMD_DIR ?= /etc/systemd/system
+CONFIG_DIR ?= /etc/fsrouter
+
+.PHONY: venv dev test lint bench install uninstall clean
+
+venv: $(BIN)/fsrouter
+
+$(BIN)/fsrouter: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+dev: venv
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/pip install -q ruff
+	$(BIN)/ruff check fsrouter tests bench
+
+bench: venv
+	$(BIN)/python bench/bench_core.py
+
+# The service: a system user, the package in its own venv, the unit and a default config.
+install:
+	id -u fsrouter >/dev/null 2>&1 || useradd --system --home-dir /var/lib/fsrouter --shell /usr/sbin/nologin fsrouter
+	$(PYTHON) -m venv /opt/fsrouter
+	/opt/fsrouter/bin/pip install -q '.[postgres]'
+	ln -sf /opt/fsrouter/bin/fsrouter $(PREFIX)/bin/fsrouter
+	install -d -m 0750 -o root -g fsrouter $(CONFIG_DIR)
+	test -e $(CONFIG_DIR)/fsrouter.toml || install -m 0640 -o root -g fsrouter fsrouter/fsrouter.example.toml $(CONFIG_DIR)/fsrouter.toml
+	install -m 0644 systemd/fsrouter.service $(SYSTEMD_DIR)/fsrouter.service
+	-systemctl daemon-reload
+	@echo "Now: edit $(CONFIG_DIR)/fsrouter.toml, then systemctl enable --now fsrouter"
+
+uninstall:
+	-systemctl disable --now fsrouter
+	rm -f $(SYSTEMD_DIR)/fsrouter.service $(PREFIX)/bin/fsrouter
+	rm -rf /opt/fsrouter
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -2,6 +2,17 @@
 
 A caller ID is written by whoever places the call: anything but digits, a leading '+', and the
 separators people type is refused here, so nothing hostile ever becomes a client.
+
+Decisions the issue leaves open (each has a test in tests/test_numbers.py):
+
+* Only spaces around the text are trimmed. Any other character outside ``+0-9 ().-`` -- tabs,
+  newlines, dial-string or API syntax -- makes the text "not a client", even at the very end.
+* Fewer than MIN_CLIENT_DIGITS digits is an internal extension, never a client.
+* A number phonenumbers can only call "possible, local only" (no area code, e.g. 7 digits in UA)
+  is not a client either: it has no single E.164 form, so it could not be matched to a binding.
+* Digits without '+' that start with the default region's country code (``380501234567`` in UA,
+  ``491701234567`` in DE) are read as the international form without its '+' when that reading
+  is a valid number; otherwise the national reading is tried first, then the international one.
 """
 from __future__ import annotations
 
@@ -9,7 +20,7 @@ import re
 
 import phonenumbers
 
-_TYPED = re.compile(r"^\+?[0-9 ().\-]{1,40}$")
+_TYPED = re.compile(r"\+?[0-9 ().\-]{1,40}")
 # Internal extensions are short; the shortest real subscriber numbers in E.164 have 7+ digits.
 MIN_CLIENT_DIGITS = 7
 
@@ -18,28 +29,39 @@ class NotAClient(ValueError):
     """The text is not a client's phone number (an extension, garbage, or hostile input)."""
 
 
-def normalize(raw: str, region: str) -> str:
-    """'0501234567' (UA) -> '+380501234567'. Raises NotAClient with a one-line reason."""
-    text = (raw or "").strip()
-    if not _TYPED.match(text):
-        raise NotAClient(f"not a phone number: {text[:40]!r}")
-    digits = re.sub(r"\D", "", text)
-    if len(digits) < MIN_CLIENT_DIGITS:
-        raise NotAClient(f"{text!r} is an internal extension, not a client number")
-    if text.startswith("00"):
-        text = "+" + digits[2:]
+def _parse(text: str, region: str | None):
+    """A parsed number that is possible in full (not only locally), else None."""
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        parsed = None
-    if parsed is None or not phonenumbers.is_possible_number(parsed):
+        return None
+    if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
+        return None
+    return parsed
+
+
+def normalize(raw: str, region: str) -> str:
+    """'0501234567' (UA) -> '+380501234567'. Raises NotAClient with a one-line reason."""
+    text = (raw if isinstance(raw, str) else "").strip(" ")
+    if not _TYPED.fullmatch(text):
+        raise NotAClient(f"not a phone number: {text[:40]!r}")
+    digits = re.sub(r"[^0-9]", "", text)
+    if len(digits) < MIN_CLIENT_DIGITS:
+        raise NotAClient(f"{text!r} is an internal extension, not a client number")
+    parsed = None
+    if text.startswith("+") or text.startswith("00"):
+        parsed = _parse("+" + digits[2:] if text.startswith("00") else "+" + digits, None)
+    else:
         # A carrier that delivers the international form without its '+' (380501234567).
-        try:
-            parsed = phonenumbers.parse("+" + digits, None)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is None or not phonenumbers.is_possible_number(parsed):
-            raise NotAClient(f"{text!r} is not a possible phone number for region {region}")
+        country = phonenumbers.country_code_for_region(region or "")
+        if country and digits.startswith(str(country)):
+            parsed = _parse("+" + digits, None)
+            if parsed is not None and not phonenumbers.is_valid_number(parsed):
+                parsed = None
+        if parsed is None:
+            parsed = _parse(text, region) or _parse("+" + digits, None)
+    if parsed is None:
+        raise NotAClient(f"{text!r} is not a possible phone number for region {region}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import phonenumbers
 
@@ -15,25 +16,40 @@ from .model import INBOUND, OUTBOUND
 MODES = ("manual", "auto", "both")
 LEARN_FROM = (INBOUND, OUTBOUND, "both")
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.ASCII)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MICROSECONDS = 1_000_000
 
 
 def parse_duration(text: str) -> timedelta:
-    """'30d', '20s', '90m', '1.5h', '45' (seconds) -> timedelta; ValueError with a readable message."""
-    match = _DURATION_RE.match(str(text).lower())
+    """'30d', '20s', '90m', '1.5h', '45' (seconds) -> timedelta; ValueError with a readable message.
+
+    Exact to the microsecond (decimal arithmetic, not float), and a duration too large for a
+    timedelta is a ValueError like any other bad duration, never an OverflowError.
+    """
+    match = _DURATION_RE.fullmatch(str(text).lower())
     if not match:
         raise ValueError(f"bad duration {text!r}: use a number with s, m, h, d or w, e.g. 20s, 90m, 30d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    micro = Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)] * _MICROSECONDS
+    try:
+        return timedelta(microseconds=int(micro.to_integral_value(ROUND_HALF_EVEN)))
+    except OverflowError:
+        raise ValueError(f"bad duration {text!r}: too long") from None
 
 
 def format_duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
+    """The shortest text parse_duration reads back as exactly `value`: 30d, 20s, 90m, 1.5s, 0s."""
+    micro = value // timedelta(microseconds=1)
+    if micro % _MICROSECONDS:
+        sign = "-" if micro < 0 else ""
+        whole, frac = divmod(abs(micro), _MICROSECONDS)
+        return f"{sign}{whole}.{frac:06d}".rstrip("0") + "s"
+    seconds = micro // _MICROSECONDS
     for unit in ("w", "d", "h", "m"):
         size = _UNIT_SECONDS[unit]
         if seconds and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def parse_bool(text: str) -> bool:

@@ -8,7 +8,13 @@ from .settings import Settings
 
 
 def qualifies(call: Call, settings: Settings) -> bool:
-    """Does this call, by itself, bind its client to its agent?"""
+    """Does this call, by itself, bind its client to its agent?
+
+    Talk time exactly `min_talk` is enough (>=). An inbound call counts as answered when it has an
+    agent (the one who answered) and talk time; the `answered` flag is not needed for inbound,
+    since talk time only starts at an answer. An outbound call needs `answered` (the client
+    picked up) only under `outbound_requires_answer`.
+    """
     if not call.agent:
         return False
     if settings.learn_from not in ("both", call.direction):
@@ -26,15 +32,17 @@ def learn(call: Call, settings: Settings, current: Binding | None) -> Binding | 
     """The learned binding after this call, or None when the call changes nothing.
 
     Events arrive out of order (two calls ending together, several nodes): the call that ended
-    later wins, never the one processed later.
+    later wins, never the one processed later. Calls that ended at the very same instant are
+    ordered by agent, then call uuid, then the text of `why` -- an arbitrary but total order, so
+    folding `learn` over any set of calls gives one answer whatever order they came in (and a
+    call seen twice changes nothing the second time).
+
+    `current` is the client's learned binding. A manual binding passed here is not compared
+    with: learning never touches a manual binding, and the result always has source AUTO.
     """
     if not qualifies(call, settings):
         return None
-    if current is not None and current.at > call.ended_at:
-        return None
-    if current is not None and current.agent == call.agent and current.at == call.ended_at:
-        return None  # the same call seen twice
-    return Binding(
+    candidate = Binding(
         client=call.client,
         agent=call.agent,
         source=AUTO,
@@ -42,6 +50,13 @@ def learn(call: Call, settings: Settings, current: Binding | None) -> Binding | 
         why=_why(call),
         call_uuid=call.uuid,
     )
+    if current is not None and current.source == AUTO and _rank(current) >= _rank(candidate):
+        return None
+    return candidate
+
+
+def _rank(binding: Binding) -> tuple:
+    return (binding.at, binding.agent, binding.call_uuid or "", binding.why)
 
 
 def _why(call: Call) -> str:
@@ -53,7 +68,12 @@ def _why(call: Call) -> str:
 
 
 def is_current(binding: Binding, settings: Settings, now: datetime) -> bool:
-    """Is the binding still inside its expiry (manual) or look-back window (learned)?"""
+    """Is the binding still inside its expiry (manual) or look-back window (learned)?
+
+    An expiry is exclusive (at `expires_at` the binding no longer routes); the look-back window
+    is inclusive (a call that ended exactly `lookback` ago still routes). `lookback` 0 is forever.
+    The look-back window never applies to manual bindings.
+    """
     if binding.expires_at is not None and binding.expires_at <= now:
         return False
     if binding.source == AUTO and settings.lookback.total_seconds() > 0:

@@ -38,10 +38,14 @@ def default_dial_string(ext: str) -> str:
 class Agent:
     ext: str
     name: str
-    dial_string: str
-    priority: int = 100
+    dial_string: str = ""  # empty: default_dial_string(ext)
+    priority: int = 100  # lower rings first in a sequential fallback
     enabled: bool = True
     groups: frozenset[str] = frozenset()
+
+    def __post_init__(self):
+        if not self.dial_string:
+            object.__setattr__(self, "dial_string", default_dial_string(self.ext))
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,19 @@ def fallback_legs(group: Group, agents: Mapping[str, Agent], exclude: str | None
 
 def decide(client: str | None, group: Group, now: datetime, settings: Settings,
            bindings: Mapping[str, Binding], agents: Mapping[str, Agent]) -> RoutePlan:
-    """Plan one call. `bindings` holds the client's bindings keyed by source (MANUAL, AUTO)."""
+    """Plan one call. `bindings` holds the client's bindings keyed by source (MANUAL, AUTO).
+
+    The sticky leg comes from the first binding, in mode order (manual, then learned, for mode
+    `both`), that is current and whose agent exists, is enabled and (for sticky_scope `members`)
+    belongs to the group. So a manual binding to a disabled agent falls through to the learned
+    binding. When no binding works, the reason given is why the first-choice binding failed
+    (the manual one under mode `both`), since that is the one a sysadmin will look at first;
+    `mode` when the client has bindings but none of a kind the mode routes. Bindings are only
+    read, never changed: a disabled agent's binding is kept for when they come back.
+
+    Every dial string in the plan is an agent's configured dial string; the caller's number
+    never goes into one.
+    """
     sticky = None
     source = None
     reason = "not_a_client" if client is None else "no_binding"

@@ -1,0 +1,455 @@
+"""CHANNEL events in, finished calls out: what the event listener learns bindings from.
+
+Pure: no sockets, no database, no clock. Every time comes from the events themselves
+(microseconds since the epoch), so replaying recorded bytes gives the same calls as the live
+stream did. The rules below were read off real FreeSWITCH 1.10.12 captures
+(../shared/esl-captures, see its README and expected.json).
+
+What is a call
+  * An inbound client call is an inbound channel whose caller ID normalises to a client and
+    which either carries ``variable_fsrouter_group`` (it reached a group) or rang an agent.
+    Its agent legs are outbound channels whose ``variable_dialed_user`` (else
+    ``variable_dialed_extension``, else the destination number) is a known agent and whose
+    originator is the client channel. ``rung`` lists those agents in the order their legs were
+    created.
+  * An agent's outbound call is an inbound channel (the agent's phone calling FreeSWITCH) whose
+    caller (``Caller-Caller-ID-Number``, ``variable_user_name`` or ``Caller-Username``) is a known
+    agent and whose destination normalises to a client. A channel placed by an agent is never a
+    client's call, whatever caller ID the phone sends.
+  * Nothing else: agent legs, carrier legs, and every channel of the test rig (the phones on
+    the ``agents`` profile, the stand-in PSTN) only contribute to the calls above. Channels
+    whose name starts with one of ``ignore_channels`` (loopback legs by default: they come in
+    pairs that would double every call) are not followed at all.
+
+Who answered, and transfers
+  Every CHANNEL_BRIDGE between a client channel and an agent leg opens a segment on the client
+  call (FreeSWITCH fires it on the bridge's originator, so either side may be ``Unique-ID``;
+  ``Bridge-A/B-Unique-ID`` name both). The last segment whose leg answered is the answering
+  agent: in a blind transfer the client channel is bridged on to a new leg it originates; in an
+  attended transfer (SIP REFER with Replaces, or ``att_xfer``) FreeSWITCH uuid-bridges the
+  client to the leg the operator's consultation call originated, and that leg is adopted by the
+  client call at that bridge. Either way the operator who passed the call on is only an earlier
+  segment. Talk time runs to the agent leg's hang-up, from its answer for a leg the client
+  channel originated (this is the leg's own ``billsec``), and from the bridge to the client for
+  an adopted leg (time spent consulting with the operator is not talk with the client). Whole
+  seconds, rounded down like FreeSWITCH's ``billsec``.
+
+When a call is finished
+  At the client channel's CHANNEL_HANGUP_COMPLETE (the last event of a channel, with the final
+  variables) once all its agent legs have hung up (CHANNEL_HANGUP or _COMPLETE): the agent
+  leg's hang-up may arrive after the client's HANGUP_COMPLETE (capture 08 has the two
+  HANGUP_COMPLETEs out of Event-Sequence order). A leg whose hang-up is lost does not hold the
+  call for ever: LINGER of event time after the client hung up, the call is finished with what
+  is known (``stats.expired``). ``flush()`` finishes them at once (shutdown).
+
+What is skipped (counted, never raised)
+  Events that are not CHANNEL_* (BACKGROUND_JOB...), events of ignored channels, events without
+  a Unique-ID, and events of channels whose CHANNEL_CREATE was never seen (the listener
+  connected mid-call, or events were lost): a call seen in part would be recorded wrongly (an
+  answered call as missed), so it is not recorded. Malformed values (a timestamp that is not a
+  number, a missing header) read as absent. At most ``max_open`` channels are followed; beyond
+  that the oldest is dropped (``stats.evicted``).
+
+Event-Sequence
+  FreeSWITCH numbers every event it fires, subscribed or not, so a listener subscribed to the
+  CHANNEL events always sees gaps (the captures skip CHANNEL_STATE, CHANNEL_CALLSTATE...).
+  ``stats.sequence_gaps`` counts the numbers skipped between consecutive events on one
+  connection, net of late arrivals (``stats.sequence_late``: the captures have events delivered
+  after a later-numbered one). It is a measure to compare over time, not a count of lost
+  events; ``reset_sequence()`` starts over on a new connection.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..model import INBOUND, OUTBOUND, Call
+from ..numbers import client_or_none
+
+# How long (event time) a hung-up client call waits for its agent legs' hang-ups. They come
+# within milliseconds; this only bounds the wait when one is lost.
+LINGER = timedelta(seconds=30)
+GONE_REMEMBERED = 4096  # uuids of finished channels, so their stragglers are not "unknown"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_DIGITS = 17  # microseconds up to ~ year 5000; more is garbage, and would overflow datetime
+
+
+def _text(headers: Mapping, name: str) -> str:
+    value = headers.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _micros(value: str) -> int | None:
+    """A FreeSWITCH time (microseconds since the epoch; "0" means "not yet"), or None."""
+    if not (value.isascii() and value.isdigit()) or len(value) > _MAX_DIGITS:
+        return None
+    return int(value) or None
+
+
+def _utc(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass
+class TrackerStats:
+    events: int = 0  # header dicts fed
+    calls: int = 0  # finished calls returned
+    skipped: int = 0  # events that changed nothing: the four below, unrelated and ignored ones
+    unknown: int = 0  # ... for a channel whose CHANNEL_CREATE was never seen
+    late: int = 0  # ... for a channel already finished
+    malformed: int = 0  # ... not a header dict, or no Unique-ID; also calls without any time
+    sequence_gaps: int = 0  # Event-Sequence numbers skipped (see the module doc)
+    sequence_late: int = 0  # events numbered before one already received
+    evicted: int = 0  # channels dropped to stay within max_open
+    expired: int = 0  # calls finished without every agent leg's hang-up
+    open: int = 0  # channels followed now (a call is one or more)
+
+
+@dataclass(eq=False)
+class _Segment:
+    """A stretch of the client channel bridged to one agent leg."""
+
+    leg: _Channel
+    start_us: int | None
+    end_us: int | None = None
+
+
+@dataclass(eq=False)
+class _Channel:
+    """What the events have said so far about one channel (latest non-empty value wins)."""
+
+    uuid: str
+    inbound: bool
+    originator: str  # for an outbound leg: the channel that originated it
+    created_us: int | None = None
+    caller: str = ""
+    user_name: str = ""  # variable_user_name: the directory user that authenticated the call
+    username: str = ""  # Caller-Username
+    first_destination: str = ""  # as dialed, before any dialplan transfer rewrote it
+    destination: str = ""
+    dialed_user: str = ""
+    dialed_extension: str = ""
+    group: str = ""
+    route: str = ""
+    disposition: str = ""
+    billsec: int | None = None
+    answered_us: int | None = None
+    bridged_us: int | None = None
+    hangup_us: int | None = None
+    last_us: int | None = None
+    hung_up: bool = False
+    agent: str | None = None  # outbound legs: the agent whose phone it rings
+    owner: _Channel | None = None  # the channel whose call this leg belongs to
+    legs: list[_Channel] = field(default_factory=list)  # agent legs, in order
+    segments: list[_Segment] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, uuid: str, headers: Mapping) -> _Channel:
+        inbound = _text(headers, "Call-Direction") == "inbound"
+        # On a new outbound leg the other leg is its originator; later it may be a bridge peer.
+        originator = "" if inbound else (_text(headers, "variable_originator")
+                                         or _text(headers, "Other-Leg-Unique-ID"))
+        return cls(uuid=uuid, inbound=inbound, originator=originator)
+
+    def update(self, headers: Mapping, event: str, at_us: int | None) -> None:
+        def latest(attr: str, name: str) -> None:
+            value = _text(headers, name)
+            if value:
+                setattr(self, attr, value)
+
+        latest("caller", "Caller-Caller-ID-Number")
+        latest("user_name", "variable_user_name")
+        latest("username", "Caller-Username")
+        latest("destination", "Caller-Destination-Number")
+        self.first_destination = self.first_destination or self.destination
+        latest("dialed_user", "variable_dialed_user")
+        latest("dialed_extension", "variable_dialed_extension")
+        latest("group", "variable_fsrouter_group")
+        latest("route", "variable_fsrouter_route")
+        latest("disposition", "variable_originate_disposition")
+        billsec = _text(headers, "variable_billsec")
+        if billsec.isascii() and billsec.isdigit():
+            self.billsec = int(billsec)
+        self.last_us = at_us or self.last_us
+        if self.created_us is None:
+            self.created_us = _micros(_text(headers, "Caller-Channel-Created-Time")) or at_us
+        answered = _micros(_text(headers, "Caller-Channel-Answered-Time"))
+        if answered or event == "CHANNEL_ANSWER":
+            self.answered_us = self.answered_us or answered or at_us
+        if event in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            self.hung_up = True
+            # CHANNEL_HANGUP still says Hangup-Time 0: its own timestamp is the moment.
+            self.hangup_us = _micros(_text(headers, "Caller-Channel-Hangup-Time")) or self.hangup_us or at_us
+
+    def is_agent(self, agents: Collection[str]) -> str | None:
+        """The agent behind this channel's caller, for a channel an agent's phone placed."""
+        return next((who for who in (self.caller, self.user_name, self.username) if who in agents), None)
+
+
+class CallTracker:
+    def __init__(self, agents: Callable[[], Collection[str]] | Collection[str], region: str,
+                 ignore_channels=("loopback/",), max_open: int = 100_000):
+        self._agents_source = agents
+        self.region = region
+        self.ignore_channels = tuple(ignore_channels)
+        self.max_open = max(1, int(max_open))
+        self.stats = TrackerStats()
+        self._open: OrderedDict[str, _Channel] = OrderedDict()  # not yet HANGUP_COMPLETE
+        self._waiting: OrderedDict[str, _Channel] = OrderedDict()  # hung-up client calls awaiting legs
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self._last_sequence: int | None = None
+        self._now_us = 0  # the latest event time seen: the only clock
+        self._agents_now: frozenset[str] | None = None
+        self._out: list[Call] = []
+
+    # -- public ----------------------------------------------------------------------------
+    def feed(self, headers: Mapping[str, str]) -> list[Call]:
+        """The calls this event finished (usually none)."""
+        self.stats.events += 1
+        self._agents_now = None  # the agent list is read at most once per event, when needed
+        if not isinstance(headers, Mapping):
+            self._skip("malformed")
+        else:
+            self._watch_sequence(_text(headers, "Event-Sequence"))
+            at_us = _micros(_text(headers, "Event-Date-Timestamp"))
+            self._now_us = max(self._now_us, at_us or 0)
+            self._apply(headers, at_us)
+            self._expire()
+        return self._drain()
+
+    def flush(self) -> list[Call]:
+        """Finish every hung-up call still waiting for an agent leg's hang-up (at shutdown)."""
+        for root in list(self._waiting.values()):
+            self.stats.expired += 1
+            self._finish(root)
+        return self._drain()
+
+    def reset_sequence(self) -> None:
+        """A new connection: its first Event-Sequence is no gap."""
+        self._last_sequence = None
+
+    # -- events ----------------------------------------------------------------------------
+    def _apply(self, headers: Mapping, at_us: int | None) -> None:
+        event = _text(headers, "Event-Name")
+        uuid = _text(headers, "Unique-ID")
+        if not event.startswith("CHANNEL_"):
+            return self._skip()
+        if not uuid:
+            return self._skip("malformed")
+        if self.ignore_channels and _text(headers, "Channel-Name").startswith(self.ignore_channels):
+            return self._skip()
+        channel = self._open.get(uuid)
+        if channel is None:
+            if event != "CHANNEL_CREATE":
+                return self._skip("late" if uuid in self._gone else "unknown")
+            channel = self._track(uuid, headers)
+        channel.update(headers, event, at_us)
+        if event == "CHANNEL_CREATE":
+            self._attach(channel)
+        elif event in ("CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE"):
+            self._bridge(headers, at_us, joined=event == "CHANNEL_BRIDGE")
+        elif event in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            self._hung_up(channel, complete=event == "CHANNEL_HANGUP_COMPLETE")
+
+    def _track(self, uuid: str, headers: Mapping) -> _Channel:
+        while len(self._open) + len(self._waiting) >= self.max_open:
+            if self._waiting:  # already hung up: finish it early rather than lose it
+                self.stats.expired += 1
+                self._finish(next(iter(self._waiting.values())))
+            else:
+                gone, _ = self._open.popitem(last=False)
+                self._remember_gone(gone)
+                self.stats.evicted += 1
+        channel = _Channel.create(uuid, headers)
+        self._open[uuid] = channel
+        return channel
+
+    def _attach(self, channel: _Channel) -> None:
+        """A new outbound leg that rings an agent joins the call of the channel that originated it."""
+        if channel.inbound:
+            return
+        agents = self._agents()
+        dialed = (channel.dialed_user, channel.dialed_extension, channel.first_destination)
+        channel.agent = next((d for d in dialed if d and d in agents), None)
+        owner = self._open.get(channel.originator)
+        if channel.agent is not None and owner is not None:
+            channel.owner = owner
+            owner.legs.append(channel)
+
+    def _bridge(self, headers: Mapping, at_us: int | None, joined: bool) -> None:
+        a = self._open.get(_text(headers, "Bridge-A-Unique-ID") or _text(headers, "Unique-ID"))
+        b = self._open.get(_text(headers, "Bridge-B-Unique-ID") or _text(headers, "Other-Leg-Unique-ID"))
+        if joined:
+            for channel in (a, b):
+                if channel is not None and channel.bridged_us is None:
+                    channel.bridged_us = at_us
+        if a is None or b is None or a.inbound == b.inbound:
+            return
+        root, leg = (a, b) if a.inbound else (b, a)
+        if leg.agent is None:
+            return  # the client went to something that is not an agent (IVR, voicemail, outside)
+        if not joined:
+            for segment in reversed(root.segments):
+                if segment.leg is leg and segment.end_us is None:
+                    segment.end_us = at_us
+                    break
+            return
+        if leg.owner is not root:
+            # Attended transfer: the leg the operator's consultation call originated now talks
+            # to the client, so it belongs to the client's call from here on.
+            previous = leg.owner
+            if previous is not None:
+                previous.legs.remove(leg)
+                self._finish_if_ready(previous)
+            leg.owner = root
+            root.legs.append(leg)
+        root.segments.append(_Segment(leg, at_us))
+
+    def _hung_up(self, channel: _Channel, complete: bool) -> None:
+        if complete:
+            del self._open[channel.uuid]
+            self._remember_gone(channel.uuid)
+            if channel.inbound:
+                self._waiting[channel.uuid] = channel
+                self._finish_if_ready(channel)
+        if channel.owner is not None:
+            self._finish_if_ready(channel.owner)
+
+    def _finish_if_ready(self, root: _Channel) -> None:
+        if root.uuid in self._waiting and all(leg.hung_up for leg in root.legs):
+            self._finish(root)
+
+    def _expire(self) -> None:
+        linger = LINGER // timedelta(microseconds=1)
+        while self._waiting:
+            root = next(iter(self._waiting.values()))
+            if (root.hangup_us or 0) + linger > self._now_us:
+                return
+            self.stats.expired += 1
+            self._finish(root)
+
+    def _finish(self, root: _Channel) -> None:
+        del self._waiting[root.uuid]
+        if root.created_us is None or (root.hangup_us or root.last_us) is None:
+            self.stats.malformed += 1  # not one readable time on the channel: nothing to record
+            return
+        call = self._classify(root)
+        if call is not None:
+            self._out.append(call)
+
+    # -- calls -----------------------------------------------------------------------------
+    def _classify(self, root: _Channel) -> Call | None:
+        agents = self._agents()
+        agent = root.is_agent(agents)
+        if agent is not None:
+            client = (client_or_none(root.destination, self.region)
+                      or client_or_none(root.first_destination, self.region))
+            return _outbound_call(root, agent, client) if client else None
+        client = client_or_none(root.caller, self.region)
+        if client is None or not (root.group or root.legs):
+            return None
+        return _inbound_call(root, client)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _agents(self) -> frozenset[str]:
+        if self._agents_now is None:
+            source = self._agents_source
+            self._agents_now = frozenset(source() if callable(source) else source)
+        return self._agents_now
+
+    def _watch_sequence(self, text: str) -> None:
+        if not (text.isascii() and text.isdigit()):
+            return
+        sequence, last = int(text), self._last_sequence
+        if last is None or sequence > last:
+            if last is not None:
+                self.stats.sequence_gaps += sequence - last - 1
+            self._last_sequence = sequence
+        else:
+            # Numbered before an event already received: it was counted missing back then.
+            self.stats.sequence_late += 1
+            if sequence < last and self.stats.sequence_gaps > 0:
+                self.stats.sequence_gaps -= 1
+
+    def _skip(self, why: str | None = None) -> None:
+        self.stats.skipped += 1
+        if why is not None:
+            setattr(self.stats, why, getattr(self.stats, why) + 1)
+
+    def _remember_gone(self, uuid: str) -> None:
+        self._gone[uuid] = None
+        if len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+
+    def _drain(self) -> list[Call]:
+        out, self._out = self._out, []
+        self.stats.calls += len(out)
+        self.stats.open = len(self._open) + len(self._waiting)
+        return out
+
+
+def _answering_segment(root: _Channel) -> _Segment | None:
+    """The last agent who answered and was bridged to the client; the operator who passed the
+    call on is an earlier segment. Without any CHANNEL_BRIDGE (not subscribed, or lost), the
+    agent leg that answered last."""
+    answered = [s for s in root.segments if s.leg.answered_us]
+    if answered:
+        return max(enumerate(answered), key=lambda item: (item[1].start_us or 0, item[0]))[1]
+    if root.segments:
+        return None
+    legs = [leg for leg in root.legs if leg.answered_us]
+    if not legs:
+        return None
+    leg = max(legs, key=lambda leg: leg.answered_us)
+    return _Segment(leg, leg.answered_us)
+
+
+def _whole_seconds(start_us: int | None, end_us: int | None) -> float:
+    if not start_us or not end_us or end_us <= start_us:
+        return 0.0
+    return float(math.floor((end_us - start_us) / 1_000_000))
+
+
+def _inbound_call(root: _Channel, client: str) -> Call:
+    ended_us = root.hangup_us or root.last_us
+    segment = _answering_segment(root)
+    agent = answered_us = None
+    talk = 0.0
+    if segment is not None:
+        leg = segment.leg
+        agent = leg.agent
+        # A leg the client channel rang talks from its answer; an adopted (transferred-to) leg
+        # from its bridge to the client, not from its answer to the operator.
+        answered_us = leg.answered_us if leg.originator == root.uuid else max(
+            leg.answered_us or 0, segment.start_us or 0)
+        talk = _whole_seconds(answered_us, leg.hangup_us or segment.end_us or ended_us)
+    return Call(
+        direction=INBOUND, client=client, agent=agent,
+        started_at=_utc(root.created_us), ended_at=_utc(ended_us),
+        talk_seconds=talk, answered=agent is not None, uuid=root.uuid,
+        group=root.group or None, answered_at=_utc(answered_us) if answered_us else None,
+        rung=tuple(leg.agent for leg in root.legs), route=root.route or None,
+        outcome="answered" if agent else "missed",
+    )
+
+
+def _outbound_call(channel: _Channel, agent: str, client: str) -> Call:
+    ended_us = channel.hangup_us or channel.last_us
+    # The agent's own channel is answered by the far end's answer (early media only pre-answers
+    # it), but a dialplan may answer it itself: the bridge or the bridge's outcome decides.
+    if channel.bridged_us or channel.disposition:
+        answered = channel.bridged_us is not None or channel.disposition == "SUCCESS"
+    else:
+        answered = bool(channel.billsec)
+    answered_us = channel.answered_us if answered else None
+    return Call(
+        direction=OUTBOUND, client=client, agent=agent,
+        started_at=_utc(channel.created_us), ended_at=_utc(ended_us),
+        talk_seconds=_whole_seconds(answered_us, ended_us), answered=answered, uuid=channel.uuid,
+        group=channel.group or None, answered_at=_utc(answered_us) if answered_us else None,
+        route=channel.route or None, outcome="answered" if answered else "missed",
+    )

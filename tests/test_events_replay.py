@@ -1,0 +1,199 @@
+"""Replay: bytes recorded from a real FreeSWITCH 1.10.12, through fsrouter's own frame parser,
+call tracker and learning rules, give exactly the calls and bindings of expected.json.
+
+The captures live beside the clone (../shared/esl-captures, or $FSROUTER_CAPTURES). Without them
+these tests fail: they are the only check against the real thing, so they must not go quiet.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fsrouter.esl.events import CallTracker
+from fsrouter.esl.frames import event_headers, parse_stream
+from fsrouter.model import INBOUND, OUTBOUND
+from fsrouter.rules import learn
+from fsrouter.settings import Settings
+
+AGENTS = {"1001", "1002", "1003", "1004"}
+REGION = "UA"
+SIP_CASES = [
+    "08-sip-call-sticky-timeout-then-group-inbound-view",
+    "09-sip-agent-outbound-calls",
+    "11-sip-call-answered-12s-inbound-view",
+]
+
+
+def captures_dir() -> Path:
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
+    path = Path(os.environ.get("FSROUTER_CAPTURES") or default)
+    if not (path / "expected.json").is_file():
+        pytest.fail(f"FreeSWITCH captures not found at {path} (no expected.json): check out ../shared "
+                    f"beside the clone or set FSROUTER_CAPTURES to the esl-captures directory", pytrace=False)
+    return path
+
+
+def events_of(path: Path) -> list[dict]:
+    """The event header dicts a listener receives: plain events decoded as greenswitch does,
+    JSON events (set B's 08) as their object; replies and api responses are not events."""
+    events = []
+    for frame in parse_stream(path.read_bytes()):
+        if frame.content_type == "text/event-plain":
+            events.append(event_headers(frame))
+        elif frame.content_type == "text/event-json":
+            events.append(json.loads(frame.body))
+    return events
+
+
+def replay(path: Path, **options) -> tuple[list, CallTracker]:
+    tracker = CallTracker(agents=lambda: AGENTS, region=REGION, **options)
+    calls = [call for headers in events_of(path) for call in tracker.feed(headers)]
+    calls += tracker.flush()  # nothing may be left waiting at the end of a capture
+    return sorted(calls, key=lambda c: (c.started_at, c.uuid)), tracker
+
+
+def summary(call) -> dict:
+    """The fields expected.json states for a call of its direction."""
+    out = {"direction": call.direction, "client": call.client, "agent": call.agent,
+           "talk_seconds": call.talk_seconds}
+    if call.direction == INBOUND:
+        out["rung"] = list(call.rung)
+    return out
+
+
+def learned_bindings(calls) -> dict[str, str]:
+    settings, current = Settings(), {}
+    for call in calls:
+        binding = learn(call, settings, current.get(call.client))
+        if binding is not None:
+            current[call.client] = binding
+    return {client: binding.agent for client, binding in current.items()}
+
+
+def expected_cases() -> dict:
+    return json.loads((captures_dir() / "expected.json").read_text())["cases"]
+
+
+def test_every_expected_case_is_replayed():
+    assert sorted(expected_cases()) == SIP_CASES
+
+
+@pytest.mark.parametrize("case", SIP_CASES)
+def test_sip_capture_gives_exactly_the_expected_calls(case):
+    calls, tracker = replay(captures_dir() / f"{case}.fs-to-client.raw")
+    assert [summary(c) for c in calls] == expected_cases()[case]["calls"]
+    # Every channel of the capture was followed from CREATE to HANGUP_COMPLETE, and no call
+    # needed the linger fallback: all agent legs' hang-ups were there.
+    assert (tracker.stats.unknown, tracker.stats.late, tracker.stats.malformed) == (0, 0, 0)
+    assert (tracker.stats.expired, tracker.stats.evicted, tracker.stats.open) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("case", SIP_CASES)
+def test_sip_capture_teaches_exactly_the_expected_bindings(case):
+    calls, _ = replay(captures_dir() / f"{case}.fs-to-client.raw")
+    assert learned_bindings(calls) == expected_cases()[case]["bindings"]
+
+
+def test_capture_08_call_record_in_full():
+    (call,), _ = replay(captures_dir() / "08-sip-call-sticky-timeout-then-group-inbound-view.fs-to-client.raw")
+    assert (call.group, call.route, call.outcome, call.answered) == ("sales", None, "answered", True)
+    assert call.uuid == "30ed2904-96ba-44f0-abf4-d77778e8eaac"  # the client's (carrier) channel
+    assert call.started_at.isoformat() == "2026-11-24T16:02:53.082673+00:00"
+    # 1003's leg answered at .042668 and hung up at 16:03:00.082686: billsec 4 on that leg.
+    assert call.answered_at.isoformat() == "2026-11-24T16:02:56.042668+00:00"
+    assert call.ended_at.isoformat() == "2026-11-24T16:03:00.082686+00:00"
+    assert call.started_at.tzinfo is not None
+
+
+def test_capture_11_talk_needs_the_agent_leg_hangup_that_comes_after_the_client_finished():
+    path = captures_dir() / "11-sip-call-answered-12s-inbound-view.fs-to-client.raw"
+    tracker = CallTracker(agents=AGENTS, region=REGION)
+    finished_by = []
+    for headers in events_of(path):
+        for call in tracker.feed(headers):
+            finished_by.append((headers["Event-Name"], headers["Channel-Name"], call))
+    ((event, channel, call),) = finished_by
+    # The client's HANGUP_COMPLETE finishes it: the agent leg's CHANNEL_HANGUP came just before.
+    assert (event, channel) == ("CHANNEL_HANGUP_COMPLETE", "sofia/carrier/0501234567@127.0.0.1")
+    assert (call.agent, call.talk_seconds, call.client) == ("1003", 12, "+380501234567")
+
+
+def test_capture_09_outbound_records():
+    calls, _ = replay(captures_dir() / "09-sip-agent-outbound-calls.fs-to-client.raw")
+    abandoned, answered = calls
+    assert (abandoned.direction, abandoned.answered, abandoned.outcome) == (OUTBOUND, False, "missed")
+    assert abandoned.answered_at is None
+    assert (answered.answered, answered.outcome, answered.talk_seconds) == (True, "answered", 3)
+    # Both are the agent phone's own channel, not the test phones' sofia/agents/... channels.
+    assert {c.uuid for c in calls} == {"c13cbbe4-882a-4b07-9177-bb36e3f329ac",
+                                      "c8f4423e-b530-4f7c-9196-314c6ee254af"}
+
+
+def test_sequence_gaps_in_a_capture_are_the_unsubscribed_events():
+    # 08 subscribed to nine CHANNEL events; FreeSWITCH numbered every other event it fired
+    # (CHANNEL_STATE, CHANNEL_CALLSTATE, ...) too. One HANGUP_COMPLETE (193418) arrived after
+    # 193420: counted as late, and no longer as missing.
+    _, tracker = replay(captures_dir() / "08-sip-call-sticky-timeout-then-group-inbound-view.fs-to-client.raw")
+    events = events_of(captures_dir() / "08-sip-call-sticky-timeout-then-group-inbound-view.fs-to-client.raw")
+    numbers = [int(e["Event-Sequence"]) for e in events]
+    assert tracker.stats.sequence_late == 1
+    assert tracker.stats.sequence_gaps == (max(numbers) - min(numbers) + 1) - len(set(numbers))
+
+
+# --- every other inbound-view capture: no exception, and only what the rules say -------------
+
+LOOPBACK_ONLY = [  # every channel is a loopback leg: the default ignore_channels drops them all
+    "01-inbound-answered-talk4s", "02-inbound-agent-no-answer", "03-outbound-by-agent-unanswered",
+    "05b-trap-events-inbound-view", "06-outbound-socket-sticky-then-fallback-inbound-view",
+    "07-outbound-socket-originate-timeout-and-group-inbound-view",
+]
+
+
+def other_inbound_captures() -> list[str]:
+    names = [f"{name}.fs-to-client.raw" for name in LOOPBACK_ONLY]
+    set_b = captures_dir() / "set-b-independent-build"
+    names += sorted(f"set-b-independent-build/{p.name}" for p in set_b.glob("*inbound*.fs-to-client.raw"))
+    return names
+
+
+def test_other_inbound_captures_are_all_there():
+    names = other_inbound_captures()
+    assert len(names) == len(LOOPBACK_ONLY) + 8  # set B: 01 02 03 04 04b 04c 07b-observer 08-json
+    assert all((captures_dir() / name).is_file() for name in names)
+
+
+@pytest.mark.parametrize("ignore", [("loopback/",), ()], ids=["default", "follow-loopback"])
+def test_other_inbound_captures_replay_cleanly(ignore):
+    for name in other_inbound_captures():
+        calls, tracker = replay(captures_dir() / name, ignore_channels=ignore)
+        stats = tracker.stats
+        assert (stats.unknown, stats.late, stats.malformed, stats.expired, stats.open) == (0, 0, 0, 0, 0), name
+        if ignore:
+            # Nothing but loopback legs (set A) or loopback legs plus, in set B's 07b, a SIP
+            # caller 1000 that is neither an agent nor a client: no call at all.
+            assert calls == [], name
+
+
+@pytest.mark.parametrize("case, route", [
+    ("05b-trap-events-inbound-view", "sticky"),
+    ("06-outbound-socket-sticky-then-fallback-inbound-view", "fallback"),
+    ("07-outbound-socket-originate-timeout-and-group-inbound-view", None),
+])
+def test_socket_calls_followed_over_loopback_are_missed_group_calls(case, route):
+    # Followed anyway, the client's loopback/5000-b channel reached group 'sales'; its legs were
+    # loopback/ring, busy, talkNms: no agent's phone, so no agent answered it. The route is what
+    # the router set on the channel (07's router set none).
+    (call,), _ = replay(captures_dir() / f"{case}.fs-to-client.raw", ignore_channels=())
+    assert (call.direction, call.client, call.group, call.route) == (INBOUND, "+380671112233", "sales", route)
+    assert (call.agent, call.rung, call.outcome, call.talk_seconds) == (None, (), "missed", 0)
+
+
+def test_direct_loopback_calls_are_no_calls_even_when_followed():
+    # 01/02: a client's caller ID on a loopback channel bridged straight to loopback/talk or
+    # ring: no fsrouter_group and no agent leg. 03: caller 1004 dialled 'ring', not a client.
+    for case in LOOPBACK_ONLY[:3]:
+        calls, _ = replay(captures_dir() / f"{case}.fs-to-client.raw", ignore_channels=())
+        assert calls == [], case

@@ -1,0 +1,597 @@
+"""The database: agents, groups, bindings, call records and settings, behind one small class.
+
+SQLite or PostgreSQL through peewee. The schema is created and upgraded on open (MIGRATIONS);
+times are stored as naive UTC and come back timezone-aware. Model classes are made per Store,
+so two stores (two databases) can be open in one process without rebinding shared classes.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import peewee as pw
+from playhouse import db_url
+from playhouse.migrate import SchemaMigrator
+
+from . import rules
+from .model import (AUTO, DIRECTIONS, EXTENSION_RE, GROUP_NAME_RE, MANUAL, SIMULTANEOUS, SOURCES,
+                    STICKY_SCOPES, STRATEGIES, SCOPE_ANY, Agent, Binding, Call, Group, default_dial_string)
+from .settings import Settings
+
+UTC = timezone.utc
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_E164 = re.compile(r"^\+[1-9][0-9]{5,16}$")
+# SQLite allows 32766 bound parameters per statement since 3.32; stay well below it.
+_MAX_PARAMS = 30000
+# How often learn() re-reads and retries when another process changed the binding meanwhile.
+_LEARN_ATTEMPTS = 20
+# Any constant: PostgreSQL processes opening the database serialise their migrations on it.
+_PG_MIGRATION_LOCK = 0x66737274
+# Namespace of the uuids made for calls that come without one (see _with_uuid).
+_CALL_NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-4c57-9e0f-2b7d5a1c9e33")
+
+
+class StoreError(ValueError):
+    """Bad input for the store (unknown agent, duplicate, ...); the message is one line."""
+
+
+class UTCDateTimeField(pw.DateTimeField):
+    """Naive UTC in the database, aware UTC in Python.
+
+    On SQLite the text always has microseconds, so text order is time order and the
+    compare-and-swap in learn() compares equal values equal.
+    """
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        value = value.replace(tzinfo=None)  # naive input is taken as UTC already
+        if isinstance(self.model._meta.database, pw.SqliteDatabase):
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _models(db: pw.Database) -> SimpleNamespace:
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class SchemaVersion(Base):
+        version = pw.IntegerField(primary_key=True)
+        name = pw.TextField()
+        applied_at = UTCDateTimeField()
+
+        class Meta:
+            table_name = "schema_version"
+
+    class SettingRow(Base):
+        key = pw.TextField(primary_key=True)
+        value = pw.TextField()
+
+        class Meta:
+            table_name = "setting"
+
+    class AgentRow(Base):
+        ext = pw.TextField(primary_key=True)
+        name = pw.TextField()
+        dial_string = pw.TextField()
+        priority = pw.IntegerField(default=100)
+        enabled = pw.BooleanField(default=True)
+
+        class Meta:
+            table_name = "agent"
+
+    class GroupRow(Base):
+        name = pw.TextField(primary_key=True)
+        strategy = pw.TextField(default=SIMULTANEOUS)
+        sticky_scope = pw.TextField(default=SCOPE_ANY)
+        ring_timeout = pw.FloatField(default=30.0)  # seconds
+
+        class Meta:
+            table_name = "agent_group"  # "group" is an SQL keyword
+
+    class MemberRow(Base):
+        agent = pw.ForeignKeyField(AgentRow, column_name="agent", on_delete="CASCADE")
+        grp = pw.ForeignKeyField(GroupRow, column_name="group_name", on_delete="CASCADE")
+
+        class Meta:
+            table_name = "membership"
+            primary_key = pw.CompositeKey("agent", "grp")
+
+    class BindingRow(Base):
+        # No foreign key to agent on purpose: a deleted agent's bindings are kept (binding list --stale).
+        client = pw.TextField()
+        source = pw.TextField()
+        agent = pw.TextField(index=True)
+        at = UTCDateTimeField()
+        expires_at = UTCDateTimeField(null=True)
+        why = pw.TextField(default="")
+        call_uuid = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "binding"
+            # The primary key is the index of the per-call point query (client = ?).
+            primary_key = pw.CompositeKey("client", "source")
+
+    class CallRow(Base):
+        uuid = pw.TextField(primary_key=True)
+        direction = pw.TextField()
+        client = pw.TextField()
+        agent = pw.TextField(null=True)
+        started_at = UTCDateTimeField(index=True)
+        ended_at = UTCDateTimeField()
+        talk_seconds = pw.FloatField(default=0.0)
+        answered = pw.BooleanField(default=False)
+        group_name = pw.TextField(null=True)
+        answered_at = UTCDateTimeField(null=True)
+        rung = pw.TextField(default="")  # comma-separated extensions, in ring order
+        route = pw.TextField(null=True)
+        outcome = pw.TextField(default="")
+
+        class Meta:
+            table_name = "call_record"
+            indexes = ((("client", "started_at"), False),)
+
+    return SimpleNamespace(SchemaVersion=SchemaVersion, Setting=SettingRow, Agent=AgentRow, Group=GroupRow,
+                           Member=MemberRow, Binding=BindingRow, Call=CallRow)
+
+
+# -- migrations --------------------------------------------------------------------------------
+# Each step runs inside the one transaction that also records its version, so a failed upgrade
+# leaves the database as it was. Version 1 creates the tables from the models above; when a model
+# changes, add a step (migrator.add_column, ...) and freeze the old definition into step 1 first.
+
+def _v1_initial(db, migrator, m):
+    db.create_tables([m.Setting, m.Agent, m.Group, m.Member, m.Binding, m.Call], safe=True)
+
+
+MIGRATIONS = [
+    (1, "initial schema", _v1_initial),
+]
+
+
+def _connect(url: str) -> pw.Database:
+    try:
+        params = db_url.parse(url)
+        scheme = url.split(":", 1)[0].lower()
+        extra = {}
+        if scheme.startswith("sqlite"):
+            # WAL: the daemon's reads never wait for a CLI import's writes. IMMEDIATE: a writing
+            # transaction takes the write lock at BEGIN, so two processes cannot both read a
+            # binding and then both fail to upgrade to writers.
+            extra = {"pragmas": {"journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal"},
+                     "timeout": 10, "lock_type": "IMMEDIATE"}
+        elif scheme.startswith("postgres"):
+            extra = {"connect_timeout": 5}
+        return db_url.connect(url, **{k: v for k, v in extra.items() if k not in params})
+    except (RuntimeError, ValueError, pw.ImproperlyConfigured) as exc:
+        raise StoreError(f"bad database URL {_redact(url)!r}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class Store:
+    def __init__(self, db: pw.Database):
+        self.db = db
+        self.m = _models(db)
+        self._upgrade()
+        binding = self.m.Binding
+        # The hot path: built once, so each call pays for one indexed query and nothing else.
+        self._bindings_sql, _ = (binding.select(binding.source, binding.agent, binding.at, binding.expires_at,
+                                                binding.why, binding.call_uuid)
+                                 .where(binding.client == "").sql())
+
+    @classmethod
+    def open(cls, url: str) -> "Store":
+        db = _connect(url)
+        try:
+            db.connect()
+        except pw.OperationalError as exc:
+            raise StoreError(f"cannot open database {_redact(url)}: {_one_line(exc)}") from None
+        try:
+            return cls(db)
+        except Exception:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self):
+        """One all-or-nothing unit; nested uses become savepoints."""
+        with self.db.atomic():
+            yield
+
+    @property
+    def is_sqlite(self) -> bool:
+        return isinstance(self.db, pw.SqliteDatabase)
+
+    # -- schema ----------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        if not self.db.table_exists("schema_version"):
+            return 0
+        return self.m.SchemaVersion.select(pw.fn.MAX(self.m.SchemaVersion.version)).scalar() or 0
+
+    def _upgrade(self) -> None:
+        latest = MIGRATIONS[-1][0]
+        if self.schema_version() == latest:
+            return  # the usual case, without taking a write lock (a read-only CLI user can list)
+        with self.db.atomic():
+            if not self.is_sqlite:
+                self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
+            self.db.create_tables([self.m.SchemaVersion], safe=True)
+            current = self.schema_version()  # again: another process may have upgraded meanwhile
+            if current > latest:
+                raise StoreError(f"the database schema is version {current}, newer than this fsrouter "
+                                 f"knows ({latest}): upgrade fsrouter")
+            migrator = SchemaMigrator.from_database(self.db)
+            for version, name, step in MIGRATIONS:
+                if version > current:
+                    step(self.db, migrator, self.m)
+                    self.m.SchemaVersion.create(version=version, name=name, applied_at=datetime.now(UTC))
+
+    # -- settings --------------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        rows = {row.key: row.value for row in self.m.Setting.select()}
+        try:
+            return Settings.from_text(rows)
+        except (KeyError, ValueError) as exc:
+            raise StoreError(f"a stored setting is invalid: {_one_line(exc)}") from None
+
+    def set_setting(self, key: str, text: str) -> Settings:
+        with self.transaction():
+            try:
+                settings = self.settings().with_text(key, text)
+            except KeyError as exc:
+                raise StoreError(_one_line(exc.args[0] if exc.args else exc)) from None
+            except ValueError as exc:
+                raise StoreError(f"{key}: {_one_line(exc)}") from None
+            value = settings.as_text()[key]
+            (self.m.Setting.insert(key=key, value=value)
+             .on_conflict(conflict_target=[self.m.Setting.key], preserve=[self.m.Setting.value]).execute())
+        return settings
+
+    # -- agents ----------------------------------------------------------------------------------
+    def agents(self) -> dict[str, Agent]:
+        groups: dict[str, set[str]] = {}
+        for agent, group in self.m.Member.select(self.m.Member.agent, self.m.Member.grp).tuples():
+            groups.setdefault(agent, set()).add(group)
+        return {
+            row.ext: Agent(ext=row.ext, name=row.name, dial_string=row.dial_string, priority=row.priority,
+                           enabled=bool(row.enabled), groups=frozenset(groups.get(row.ext, ())))
+            for row in self.m.Agent.select().order_by(self.m.Agent.ext)
+        }
+
+    def agent(self, ext: str) -> Agent | None:
+        return self.agents().get(ext)
+
+    def add_agent(self, ext: str, name: str, dial_string: str | None = None, priority: int = 100,
+                  groups=()) -> Agent:
+        if not isinstance(ext, str) or not EXTENSION_RE.fullmatch(ext):
+            raise StoreError(f"bad extension {ext!r}: use 1-32 letters, digits, '_', '.' or '-'")
+        name = _clean_name(name)
+        dial_string = _clean_dial_string(dial_string) if dial_string else default_dial_string(ext)
+        priority = _clean_priority(priority)
+        groups = tuple(dict.fromkeys(groups))
+        with self.transaction():
+            if self.m.Agent.get_or_none(self.m.Agent.ext == ext) is not None:
+                raise StoreError(f"agent {ext} already exists")
+            self._require_groups(groups)
+            self.m.Agent.create(ext=ext, name=name, dial_string=dial_string, priority=priority, enabled=True)
+            for group in groups:
+                self.m.Member.create(agent=ext, grp=group)
+        return self.agents()[ext]
+
+    def update_agent(self, ext: str, name: str | None = None, dial_string: str | None = None,
+                     priority: int | None = None) -> Agent:
+        changes = {}
+        if name is not None:
+            changes["name"] = _clean_name(name)
+        if dial_string is not None:
+            changes["dial_string"] = _clean_dial_string(dial_string) if dial_string else default_dial_string(ext)
+        if priority is not None:
+            changes["priority"] = _clean_priority(priority)
+        with self.transaction():
+            self._require_agent(ext)
+            if changes:
+                self.m.Agent.update(**changes).where(self.m.Agent.ext == ext).execute()
+        return self.agents()[ext]
+
+    def set_agent_enabled(self, ext: str, enabled: bool) -> None:
+        with self.transaction():
+            self._require_agent(ext)
+            self.m.Agent.update(enabled=bool(enabled)).where(self.m.Agent.ext == ext).execute()
+
+    def remove_agent(self, ext: str) -> None:
+        """The agent and their group memberships go; their bindings stay (shown as stale)."""
+        with self.transaction():
+            self._require_agent(ext)
+            self.m.Member.delete().where(self.m.Member.agent == ext).execute()
+            self.m.Agent.delete().where(self.m.Agent.ext == ext).execute()
+
+    def _require_agent(self, ext: str) -> None:
+        if self.m.Agent.get_or_none(self.m.Agent.ext == ext) is None:
+            raise StoreError(f"unknown agent {ext!r}")
+
+    # -- groups ----------------------------------------------------------------------------------
+    def groups(self) -> dict[str, Group]:
+        return {row.name: _group(row) for row in self.m.Group.select().order_by(self.m.Group.name)}
+
+    def group(self, name: str) -> Group | None:
+        row = self.m.Group.get_or_none(self.m.Group.name == name)
+        return _group(row) if row is not None else None
+
+    def add_group(self, name: str, strategy: str = SIMULTANEOUS, sticky_scope: str = SCOPE_ANY,
+                  ring_timeout: timedelta = timedelta(seconds=30)) -> Group:
+        if not isinstance(name, str) or not GROUP_NAME_RE.fullmatch(name):
+            raise StoreError(f"bad group name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+        if strategy not in STRATEGIES:
+            raise StoreError(f"bad strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+        if sticky_scope not in STICKY_SCOPES:
+            raise StoreError(f"bad sticky scope {sticky_scope!r}: one of {', '.join(STICKY_SCOPES)}")
+        if not isinstance(ring_timeout, timedelta) or ring_timeout <= timedelta(0):
+            raise StoreError("ring timeout must be above zero")
+        with self.transaction():
+            if self.m.Group.get_or_none(self.m.Group.name == name) is not None:
+                raise StoreError(f"group {name} already exists")
+            self.m.Group.create(name=name, strategy=strategy, sticky_scope=sticky_scope,
+                                ring_timeout=ring_timeout.total_seconds())
+        return self.group(name)
+
+    def remove_group(self, name: str) -> None:
+        """The group and its memberships go; its agents stay."""
+        with self.transaction():
+            self._require_groups([name])
+            self.m.Member.delete().where(self.m.Member.grp == name).execute()
+            self.m.Group.delete().where(self.m.Group.name == name).execute()
+
+    def add_member(self, group: str, ext: str) -> None:
+        with self.transaction():
+            self._require_groups([group])
+            self._require_agent(ext)
+            self.m.Member.insert(agent=ext, grp=group).on_conflict_ignore().execute()
+
+    def remove_member(self, group: str, ext: str) -> None:
+        with self.transaction():
+            self._require_groups([group])
+            self._require_agent(ext)
+            self.m.Member.delete().where(self.m.Member.grp == group, self.m.Member.agent == ext).execute()
+
+    def _require_groups(self, names) -> None:
+        names = set(names)
+        if not names:
+            return
+        known = {name for (name,) in self.m.Group.select(self.m.Group.name)
+                 .where(self.m.Group.name.in_(list(names))).tuples()}
+        missing = sorted(names - known)
+        if missing:
+            raise StoreError(f"unknown group {missing[0]!r}")
+
+    # -- bindings --------------------------------------------------------------------------------
+    def bindings_for(self, client: str) -> dict[str, Binding]:
+        """The client's bindings keyed by source: the one database read of a routing decision."""
+        cursor = self.db.execute_sql(self._bindings_sql, (client,))
+        to_time = self.m.Binding.at.python_value
+        return {
+            source: Binding(client=client, agent=agent, source=source, at=to_time(at),
+                            expires_at=to_time(expires_at), why=why or "", call_uuid=call_uuid)
+            for source, agent, at, expires_at, why, call_uuid in cursor.fetchall()
+        }
+
+    def set_manual_binding(self, client: str, agent: str, now: datetime, expires_at: datetime | None = None,
+                           why: str = "set by hand") -> Binding:
+        _require_client(client)
+        if expires_at is not None and expires_at <= now:
+            raise StoreError("the expiry must be in the future")
+        binding = Binding(client=client, agent=agent, source=MANUAL, at=now, expires_at=expires_at,
+                          why=_one_line(why))
+        with self.transaction():
+            self._require_agent(agent)
+            self._upsert_bindings([binding])
+        return binding
+
+    def remove_bindings(self, client: str, sources=SOURCES) -> int:
+        sources = list(sources)
+        unknown = set(sources) - set(SOURCES)
+        if unknown:
+            raise StoreError(f"bad binding source {sorted(unknown)[0]!r}: one of {', '.join(SOURCES)}")
+        binding = self.m.Binding
+        return binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
+
+    def list_bindings(self, agent: str | None = None, stale: bool = False, now: datetime | None = None,
+                      settings: Settings | None = None) -> list[Binding]:
+        """All bindings (of one agent), by client then source; `stale`: only those that cannot route.
+
+        Stale means the agent is disabled or gone, or the binding expired or (learned) is older than
+        the look-back window, as of `now`.
+        """
+        b, a = self.m.Binding, self.m.Agent
+        query = (b.select(b.client, b.agent, b.source, b.at, b.expires_at, b.why, b.call_uuid)
+                 .order_by(b.client, b.source))
+        if agent is not None:
+            query = query.where(b.agent == agent)
+        if stale:
+            now = now or datetime.now(UTC)
+            settings = settings or self.settings()
+            agent_missing = a.select(a.ext).where((a.ext == b.agent) & (a.enabled == True))  # noqa: E712
+            condition = ~pw.fn.EXISTS(agent_missing) | (b.expires_at.is_null(False) & (b.expires_at <= now))
+            if settings.lookback > timedelta(0):
+                condition |= (b.source == AUTO) & (b.at < now - settings.lookback)
+            query = query.where(condition)
+        return [Binding(client=row.client, agent=row.agent, source=row.source, at=row.at,
+                        expires_at=row.expires_at, why=row.why or "", call_uuid=row.call_uuid)
+                for row in query]
+
+    def import_bindings(self, rows, now: datetime, why: str = "imported") -> int:
+        """Manual bindings from (client, agent) pairs, all or none; a later pair for a client wins."""
+        pairs = dict(rows)
+        for client in pairs:
+            _require_client(client)
+        known = {ext for (ext,) in self.m.Agent.select(self.m.Agent.ext).tuples()}
+        missing = sorted(set(pairs.values()) - known)
+        if missing:
+            raise StoreError(f"unknown agent {missing[0]!r}")
+        bindings = [Binding(client=client, agent=agent, source=MANUAL, at=now, why=why)
+                    for client, agent in pairs.items()]
+        with self.transaction():
+            self._upsert_bindings(bindings)
+        return len(bindings)
+
+    def _upsert_bindings(self, bindings) -> None:
+        # Hand-written multi-row upsert: peewee's query builder costs more per value than SQLite
+        # does, and a CRM import is a million rows. The statement is standard (SQLite >= 3.24, PG).
+        b = self.m.Binding
+        columns = [b.client, b.source, b.agent, b.at, b.expires_at, b.why, b.call_uuid]
+        names = ", ".join(f'"{c.column_name}"' for c in columns)
+        updates = ", ".join(f'"{c.column_name}" = EXCLUDED."{c.column_name}"' for c in columns[2:])
+        row_sql = "(" + ", ".join([self.db.param] * len(columns)) + ")"
+        to_db = b.at.db_value
+        rows_per_statement = _MAX_PARAMS // len(columns)
+        for chunk in pw.chunked(bindings, rows_per_statement):
+            params = []
+            for x in chunk:
+                params += (x.client, x.source, x.agent, to_db(x.at), to_db(x.expires_at), x.why, x.call_uuid)
+            self.db.execute_sql(
+                f'INSERT INTO "{b._meta.table_name}" ({names}) VALUES {", ".join([row_sql] * len(chunk))} '
+                f'ON CONFLICT ("client", "source") DO UPDATE SET {updates}', params)
+
+    # -- calls and learning ----------------------------------------------------------------------
+    def save_call(self, call: Call) -> Call:
+        """Insert or update the call record by uuid (a uuid is made when it has none)."""
+        call = _with_uuid(call)
+        if call.direction not in DIRECTIONS:
+            raise StoreError(f"bad call direction {call.direction!r}")
+        c = self.m.Call
+        row = {c.uuid: call.uuid, c.direction: call.direction, c.client: call.client, c.agent: call.agent,
+               c.started_at: call.started_at, c.ended_at: call.ended_at, c.talk_seconds: call.talk_seconds,
+               c.answered: bool(call.answered), c.group_name: call.group, c.answered_at: call.answered_at,
+               c.rung: ",".join(call.rung), c.route: call.route, c.outcome: call.outcome or ""}
+        c.insert(row).on_conflict(conflict_target=[c.uuid], preserve=list(row)[1:]).as_rowcount().execute()
+        return call
+
+    def calls(self, since: datetime | None = None, client: str | None = None,
+              limit: int | None = None) -> list[Call]:
+        """Call records, newest first."""
+        c = self.m.Call
+        query = c.select().order_by(c.started_at.desc(), c.uuid)
+        if since is not None:
+            query = query.where(c.started_at >= since)
+        if client is not None:
+            query = query.where(c.client == client)
+        if limit is not None:
+            query = query.limit(limit)
+        return [Call(direction=r.direction, client=r.client, agent=r.agent, started_at=r.started_at,
+                     ended_at=r.ended_at, talk_seconds=r.talk_seconds, answered=bool(r.answered), uuid=r.uuid,
+                     group=r.group_name, answered_at=r.answered_at,
+                     rung=tuple(x for x in (r.rung or "").split(",") if x), route=r.route, outcome=r.outcome)
+                for r in query]
+
+    def learn(self, call: Call, settings: Settings) -> Binding | None:
+        """Apply the learning rules to one call; the new learned binding, or None if nothing changed.
+
+        Read, decide (rules.learn), then a compare-and-swap write: the row is only replaced if it
+        is still what was read. If another process got there first, read again and decide again,
+        so whatever the interleaving the call that ended later wins.
+        """
+        if not call.client:
+            return None
+        call = _with_uuid(call)
+        with self.transaction():
+            for _ in range(_LEARN_ATTEMPTS):
+                current = self.bindings_for(call.client).get(AUTO)
+                new = rules.learn(call, settings, current)
+                if new is None:
+                    return None
+                if self._swap_learned(current, new):
+                    return new
+        raise StoreError(f"could not record the binding of {call.client}: it kept changing under us")
+
+    def _swap_learned(self, current: Binding | None, new: Binding) -> bool:
+        b = self.m.Binding
+        values = {b.agent: new.agent, b.at: new.at, b.expires_at: None, b.why: new.why, b.call_uuid: new.call_uuid}
+        if current is None:
+            inserted = (b.insert({b.client: new.client, b.source: AUTO, **values})
+                        .on_conflict_ignore().as_rowcount().execute())
+            return inserted == 1
+        same_uuid = b.call_uuid.is_null() if current.call_uuid is None else (b.call_uuid == current.call_uuid)
+        updated = (b.update(values)
+                   .where(b.client == new.client, b.source == AUTO, b.at == current.at,
+                          b.agent == current.agent, b.why == current.why, same_uuid)
+                   .execute())
+        return updated == 1
+
+    def record_call(self, call: Call, settings: Settings) -> Binding | None:
+        """Save the call record and learn from it, in one transaction (live calls and imports alike)."""
+        with self.transaction():
+            call = self.save_call(call)
+            return self.learn(call, settings)
+
+
+def _with_uuid(call: Call) -> Call:
+    """The call, with a uuid derived from what it is when it has none: the same call saved twice
+    (a CSV imported twice) is one record, and learning from it again changes nothing."""
+    if call.uuid:
+        return call
+    key = "|".join((call.direction, call.client or "", call.agent or "", call.started_at.isoformat(),
+                    call.ended_at.isoformat(), repr(float(call.talk_seconds)), str(bool(call.answered))))
+    return replace(call, uuid=str(uuid.uuid5(_CALL_NAMESPACE, key)))
+
+
+def _group(row) -> Group:
+    return Group(name=row.name, strategy=row.strategy, sticky_scope=row.sticky_scope,
+                 ring_timeout=timedelta(seconds=row.ring_timeout))
+
+
+def _clean_name(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise StoreError("the agent needs a name")
+    if _CONTROL.search(name):
+        raise StoreError("the agent's name must not contain control characters")
+    return name.strip()
+
+
+def _clean_dial_string(text) -> str:
+    # The dial string goes verbatim into a bridge command: a newline there would end the command
+    # and start another.
+    if not isinstance(text, str) or _CONTROL.search(text):
+        raise StoreError("the dial string must not contain newlines or control characters")
+    return text.strip()
+
+
+def _clean_priority(priority) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise StoreError(f"bad priority {priority!r}: a whole number")
+    return priority
+
+
+def _require_client(client) -> None:
+    # The service normalises numbers; this only guards against a raw caller ID reaching the table.
+    if not isinstance(client, str) or not _E164.fullmatch(client):
+        raise StoreError(f"client {client!r} is not a number in E.164 form (+380501234567)")

@@ -261,8 +261,7 @@ class CallTracker:
                 self.stats.expired += 1
                 self._finish(next(iter(self._waiting.values())))
             else:
-                gone, _ = self._open.popitem(last=False)
-                self._remember_gone(gone)
+                self._open.popitem(last=False)  # its later events will count as unknown
                 self.stats.evicted += 1
         channel = _Channel.create(uuid, headers)
         self._open[uuid] = channel
@@ -320,7 +319,7 @@ class CallTracker:
             self._finish_if_ready(channel.owner)
 
     def _finish_if_ready(self, root: _Channel) -> None:
-        if root.uuid in self._waiting and all(leg.hung_up for leg in root.legs):
+        if self._waiting.get(root.uuid) is root and all(leg.hung_up for leg in root.legs):
             self._finish(root)
 
     def _expire(self) -> None:

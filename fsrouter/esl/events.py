@@ -98,7 +98,7 @@ def _utc(us: int) -> datetime:
 class TrackerStats:
     events: int = 0  # header dicts fed
     calls: int = 0  # finished calls returned
-    skipped: int = 0  # events that changed nothing: the four below, unrelated and ignored ones
+    skipped: int = 0  # events that changed nothing: unknown, late, malformed, unrelated, ignored
     unknown: int = 0  # ... for a channel whose CHANNEL_CREATE was never seen
     late: int = 0  # ... for a channel already finished
     malformed: int = 0  # ... not a header dict, or no Unique-ID; also calls without any time

@@ -10,7 +10,7 @@ import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import peewee as pw
@@ -18,11 +18,25 @@ from playhouse import db_url
 from playhouse.migrate import SchemaMigrator
 
 from . import rules
-from .model import (AUTO, DIRECTIONS, EXTENSION_RE, GROUP_NAME_RE, MANUAL, SIMULTANEOUS, SOURCES,
-                    STICKY_SCOPES, STRATEGIES, SCOPE_ANY, Agent, Binding, Call, Group, default_dial_string)
+from .model import (
+    AUTO,
+    DIRECTIONS,
+    EXTENSION_RE,
+    GROUP_NAME_RE,
+    MANUAL,
+    SCOPE_ANY,
+    SIMULTANEOUS,
+    SOURCES,
+    STICKY_SCOPES,
+    STRATEGIES,
+    Agent,
+    Binding,
+    Call,
+    Group,
+    default_dial_string,
+)
 from .settings import Settings
 
-UTC = timezone.utc
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _E164 = re.compile(r"^\+[1-9][0-9]{5,16}$")
 # SQLite allows 32766 bound parameters per statement since 3.32; stay well below it.
@@ -201,7 +215,7 @@ class Store:
                                  .where(binding.client == "").sql())
 
     @classmethod
-    def open(cls, url: str) -> "Store":
+    def open(cls, url: str) -> Store:
         db = _connect(url)
         try:
             db.connect()
@@ -217,7 +231,7 @@ class Store:
         if not self.db.is_closed():
             self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -315,7 +329,8 @@ class Store:
         if name is not None:
             changes["name"] = _clean_name(name)
         if dial_string is not None:
-            changes["dial_string"] = _clean_dial_string(dial_string) if dial_string else default_dial_string(ext)
+            changes["dial_string"] = (_clean_dial_string(dial_string) if dial_string
+                                      else default_dial_string(ext))
         if priority is not None:
             changes["priority"] = _clean_priority(priority)
         with self.transaction():
@@ -421,7 +436,7 @@ class Store:
         sources = list(sources)
         unknown = set(sources) - set(SOURCES)
         if unknown:
-            raise StoreError(f"bad binding source {sorted(unknown)[0]!r}: one of {', '.join(SOURCES)}")
+            raise StoreError(f"bad binding source {min(unknown)!r}: one of {', '.join(SOURCES)}")
         binding = self.m.Binding
         return binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
 
@@ -535,7 +550,8 @@ class Store:
 
     def _swap_learned(self, current: Binding | None, new: Binding) -> bool:
         b = self.m.Binding
-        values = {b.agent: new.agent, b.at: new.at, b.expires_at: None, b.why: new.why, b.call_uuid: new.call_uuid}
+        values = {b.agent: new.agent, b.at: new.at, b.expires_at: None, b.why: new.why,
+                  b.call_uuid: new.call_uuid}
         if current is None:
             inserted = (b.insert({b.client: new.client, b.source: AUTO, **values})
                         .on_conflict_ignore().as_rowcount().execute())

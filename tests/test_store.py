@@ -3,10 +3,11 @@
 Every test runs on an SQLite file and, when a server answers at PG_URL, on PostgreSQL too (each
 test in a fresh schema that is dropped afterwards).
 """
+
 import threading
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import peewee
 import pytest
@@ -17,7 +18,6 @@ from fsrouter.settings import Settings
 from fsrouter.store import Store, StoreError
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CLIENT = "+380501234567"
 OTHER = "+380671112233"
@@ -27,6 +27,7 @@ def _postgres_schema_url():
     """A fresh schema on the local PostgreSQL server, or None when no server answers."""
     try:
         import psycopg2
+
         conn = psycopg2.connect(PG_URL, connect_timeout=2)
     except Exception:
         return None, None
@@ -70,15 +71,32 @@ def staffed(store):
 
 
 def inbound(agent="1001", ended=T0, talk=60.0, client=CLIENT, uuid_=None):
-    return Call(direction=INBOUND, client=client, agent=agent, started_at=ended - timedelta(seconds=talk + 5),
-                ended_at=ended, talk_seconds=talk, answered=talk > 0, uuid=uuid_)
+    return Call(
+        direction=INBOUND,
+        client=client,
+        agent=agent,
+        started_at=ended - timedelta(seconds=talk + 5),
+        ended_at=ended,
+        talk_seconds=talk,
+        answered=talk > 0,
+        uuid=uuid_,
+    )
 
 
 # -- schema and migrations ---------------------------------------------------------------------
 
+
 def test_open_creates_every_table_at_the_latest_schema_version(store):
     assert store.schema_version() == store_module.MIGRATIONS[-1][0]
-    for table in ("schema_version", "setting", "agent", "agent_group", "membership", "binding", "call_record"):
+    for table in (
+        "schema_version",
+        "setting",
+        "agent",
+        "agent_group",
+        "membership",
+        "binding",
+        "call_record",
+    ):
         assert store.db.table_exists(table), table
 
 
@@ -95,6 +113,7 @@ def test_a_new_migration_is_applied_on_open_with_playhouse_migrate(store_url, mo
 
     def add_note(db, migrator, m):
         from playhouse.migrate import migrate
+
         migrate(migrator.add_column("agent", "note", peewee.TextField(default="")))
 
     monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + [(2, "agent note", add_note)])
@@ -108,6 +127,7 @@ def test_a_failing_migration_leaves_the_database_as_it_was(store_url, monkeypatc
 
     def broken(db, migrator, m):
         from playhouse.migrate import migrate
+
         migrate(migrator.add_column("agent", "note", peewee.TextField(default="")))
         raise RuntimeError("disk on fire")
 
@@ -134,7 +154,9 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout(tmp_path):
         assert sqlite.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 1000
 
 
-@pytest.mark.parametrize("url", ["nosuchdb://x/y", "postgresql://127.0.0.1:5432", "postgresql://nobody@127.0.0.1:1/x"])
+@pytest.mark.parametrize(
+    "url", ["nosuchdb://x/y", "postgresql://127.0.0.1:5432", "postgresql://nobody@127.0.0.1:1/x"]
+)
 def test_a_bad_or_unreachable_database_url_is_a_one_line_store_error(url):
     with pytest.raises(StoreError) as caught:
         Store.open(url)
@@ -148,6 +170,7 @@ def test_a_password_in_the_url_is_not_repeated_in_errors():
 
 
 # -- settings ----------------------------------------------------------------------------------
+
 
 def test_settings_are_the_defaults_of_settings_py_when_none_are_stored(store):
     assert store.settings() == Settings()
@@ -163,8 +186,16 @@ def test_set_setting_stores_the_normalised_text_and_survives_reopening(store_url
         assert second.settings() == Settings(lookback=timedelta(days=1), mode="manual")
 
 
-@pytest.mark.parametrize("key, text", [("nope", "1"), ("lookback", "soon"), ("sticky_timeout", "0"),
-                                       ("mode", "sometimes"), ("default_region", "XX")])
+@pytest.mark.parametrize(
+    "key, text",
+    [
+        ("nope", "1"),
+        ("lookback", "soon"),
+        ("sticky_timeout", "0"),
+        ("mode", "sometimes"),
+        ("default_region", "XX"),
+    ],
+)
 def test_set_setting_refuses_unknown_keys_and_bad_values_with_one_line(store, key, text):
     with pytest.raises(StoreError) as caught:
         store.set_setting(key, text)
@@ -173,6 +204,7 @@ def test_set_setting_refuses_unknown_keys_and_bad_values_with_one_line(store, ke
 
 
 # -- agents ------------------------------------------------------------------------------------
+
 
 def test_add_agent_defaults_its_dial_string_and_fills_its_groups(staffed):
     anna = staffed.agents()["1001"]
@@ -221,8 +253,14 @@ def test_disable_and_enable_an_agent(staffed):
     assert staffed.agents()["1001"].enabled
 
 
-@pytest.mark.parametrize("action", [lambda s: s.set_agent_enabled("9999", False), lambda s: s.remove_agent("9999"),
-                                    lambda s: s.update_agent("9999", name="X")])
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda s: s.set_agent_enabled("9999", False),
+        lambda s: s.remove_agent("9999"),
+        lambda s: s.update_agent("9999", name="X"),
+    ],
+)
 def test_changing_an_unknown_agent_is_an_error(staffed, action):
     with pytest.raises(StoreError, match="unknown agent '9999'"):
         action(staffed)
@@ -246,17 +284,29 @@ def test_update_agent_changes_only_what_is_given(staffed):
 
 # -- groups ------------------------------------------------------------------------------------
 
+
 def test_add_group_stores_strategy_scope_and_ring_timeout(store):
     store.add_group("support", "sequential", "members", timedelta(seconds=15))
     support = store.group("support")
-    assert (support.strategy, support.sticky_scope, support.ring_timeout) == ("sequential", "members",
-                                                                              timedelta(seconds=15))
+    assert (support.strategy, support.sticky_scope, support.ring_timeout) == (
+        "sequential",
+        "members",
+        timedelta(seconds=15),
+    )
     assert list(store.groups()) == ["support"]
     assert store.group("nope") is None
 
 
-@pytest.mark.parametrize("args", [("bad name",), ("sales\n",), ("g", "round-robin"), ("g", "simultaneous", "everyone"),
-                                  ("g", "simultaneous", "any", timedelta(0))])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("bad name",),
+        ("sales\n",),
+        ("g", "round-robin"),
+        ("g", "simultaneous", "everyone"),
+        ("g", "simultaneous", "any", timedelta(0)),
+    ],
+)
 def test_add_group_refuses_bad_names_strategies_scopes_and_timeouts(store, args):
     with pytest.raises(StoreError):
         store.add_group(*args)
@@ -292,12 +342,17 @@ def test_group_membership_can_be_added_and_removed(staffed):
 
 # -- bindings ----------------------------------------------------------------------------------
 
+
 def test_bindings_for_returns_manual_and_learned_keyed_by_source_in_utc(staffed):
     staffed.set_manual_binding(CLIENT, "1001", T0, expires_at=T0 + timedelta(days=3))
     staffed.learn(inbound("1002"), Settings())
     found = staffed.bindings_for(CLIENT)
     assert set(found) == {MANUAL, AUTO}
-    assert (found[MANUAL].agent, found[MANUAL].at, found[MANUAL].expires_at) == ("1001", T0, T0 + timedelta(days=3))
+    assert (found[MANUAL].agent, found[MANUAL].at, found[MANUAL].expires_at) == (
+        "1001",
+        T0,
+        T0 + timedelta(days=3),
+    )
     assert found[AUTO].agent == "1002" and found[AUTO].at.tzinfo == UTC
     assert staffed.bindings_for(OTHER) == {}
 
@@ -306,16 +361,23 @@ def test_bindings_for_is_one_query(staffed, monkeypatch):
     staffed.set_manual_binding(CLIENT, "1001", T0)
     seen = []
     real = staffed.db.execute_sql
-    monkeypatch.setattr(staffed.db, "execute_sql", lambda sql, params=None, *a, **k: (seen.append(sql),
-                                                                                        real(sql, params, *a, **k))[1])
+    monkeypatch.setattr(
+        staffed.db,
+        "execute_sql",
+        lambda sql, params=None, *a, **k: (seen.append(sql), real(sql, params, *a, **k))[1],
+    )
     staffed.bindings_for(CLIENT)
     assert len(seen) == 1
 
 
 def test_bindings_for_uses_the_primary_key_index_on_sqlite(tmp_path):
     with Store.open(f"sqlite:///{tmp_path / 'x.db'}") as sqlite:
-        plan = " ".join(str(row) for row in
-                        sqlite.db.execute_sql("EXPLAIN QUERY PLAN " + sqlite._bindings_sql, (CLIENT,)).fetchall())
+        plan = " ".join(
+            str(row)
+            for row in sqlite.db.execute_sql(
+                "EXPLAIN QUERY PLAN " + sqlite._bindings_sql, (CLIENT,)
+            ).fetchall()
+        )
         assert "USING INDEX" in plan or "PRIMARY KEY" in plan, plan
         assert "SCAN" not in plan.replace("SEARCH", ""), plan
 
@@ -373,8 +435,12 @@ def test_list_stale_shows_disabled_deleted_expired_and_too_old_bindings_only(sta
     staffed.set_manual_binding("+380501000002", "1002", T0)  # agent disabled below
     staffed.set_manual_binding("+380501000003", "1003", T0)  # agent deleted below
     staffed.set_manual_binding("+380501000004", "1001", T0, expires_at=T0 + timedelta(days=1))  # expired
-    staffed.learn(inbound("1004", ended=now - timedelta(days=31), client="+380501000005"), Settings())  # too old
-    staffed.learn(inbound("1004", ended=now - timedelta(days=30), client="+380501000006"), Settings())  # just in
+    staffed.learn(
+        inbound("1004", ended=now - timedelta(days=31), client="+380501000005"), Settings()
+    )  # too old
+    staffed.learn(
+        inbound("1004", ended=now - timedelta(days=30), client="+380501000006"), Settings()
+    )  # just in
     staffed.set_agent_enabled("1002", False)
     staffed.remove_agent("1003")
     stale = staffed.list_bindings(stale=True, now=now)
@@ -411,10 +477,23 @@ def test_import_bindings_spans_several_statements_and_replaces_existing_rows(sta
 
 # -- calls -------------------------------------------------------------------------------------
 
+
 def test_save_call_round_trips_every_field_in_utc(store):
-    call = Call(direction=OUTBOUND, client=CLIENT, agent="1001", started_at=T0, ended_at=T0 + timedelta(minutes=2),
-                talk_seconds=95.5, answered=True, uuid="abc", group="sales", answered_at=T0 + timedelta(seconds=20),
-                rung=("1001", "1002"), route="sticky", outcome="answered")
+    call = Call(
+        direction=OUTBOUND,
+        client=CLIENT,
+        agent="1001",
+        started_at=T0,
+        ended_at=T0 + timedelta(minutes=2),
+        talk_seconds=95.5,
+        answered=True,
+        uuid="abc",
+        group="sales",
+        answered_at=T0 + timedelta(seconds=20),
+        rung=("1001", "1002"),
+        route="sticky",
+        outcome="answered",
+    )
     store.save_call(call)
     assert store.calls() == [call]
 
@@ -445,6 +524,7 @@ def test_calls_filters_by_time_and_client_newest_first(store):
 
 
 # -- learning ----------------------------------------------------------------------------------
+
 
 def test_learn_creates_then_replaces_the_learned_binding(staffed):
     first = staffed.learn(inbound("1001", ended=T0), Settings())
@@ -495,8 +575,11 @@ def test_learn_does_not_overwrite_a_binding_changed_after_it_read(staffed, monke
     staffed.learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
     real = staffed.bindings_for
     reads = []
-    monkeypatch.setattr(staffed, "bindings_for",
-                        lambda client: (reads.append(client), stale_view if len(reads) == 1 else real(client))[1])
+    monkeypatch.setattr(
+        staffed,
+        "bindings_for",
+        lambda client: (reads.append(client), stale_view if len(reads) == 1 else real(client))[1],
+    )
     assert staffed.learn(inbound("1001", ended=T0), Settings()) is None
     assert real(CLIENT)[AUTO].agent == "1002"
 
@@ -505,7 +588,9 @@ def test_concurrent_writers_leave_the_latest_ended_call_bound(store_url):
     with Store.open(store_url) as setup:
         for ext in ("1001", "1002", "1003", "1004"):
             setup.add_agent(ext, ext)
-    calls = [inbound(f"100{1 + i % 4}", ended=T0 + timedelta(seconds=i), uuid_=f"c{i:03d}") for i in range(80)]
+    calls = [
+        inbound(f"100{1 + i % 4}", ended=T0 + timedelta(seconds=i), uuid_=f"c{i:03d}") for i in range(80)
+    ]
     latest = calls[-1]
     errors = []
 

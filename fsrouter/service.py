@@ -1,0 +1,249 @@
+"""The one place that wires the pure core (numbers, rules, routing) to the store.
+
+The daemon and the CLI both come through here, so a live call and a CSV import are decided and
+learned from by the very same code.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from . import routing, rules
+from .model import AUTO, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
+from .numbers import NotAClient, client_or_none, normalize
+from .settings import Settings
+from .store import Store
+
+CALL_COLUMNS = ("started_at", "direction", "client", "agent", "talk_seconds")
+BINDING_COLUMNS = ("client", "agent")
+# A spreadsheet runs a cell starting with one of these as a formula; exported cells get a "'".
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ServiceError(ValueError):
+    """Bad input at the service level (unknown group, bad CSV line, ...); the message is one line."""
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    settings: Settings
+    agents: dict[str, Agent]
+    groups: dict[str, Group]
+    loaded_at: float  # clock() as a timestamp
+
+
+@dataclass(frozen=True)
+class CallImport:
+    calls: int  # call records written
+    learned: int  # of which changed a learned binding
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 -> aware UTC datetime; a time without an offset is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: use ISO 8601, e.g. 2024-05-01T12:00:00Z") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def spreadsheet_safe(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def spreadsheet_unescape(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_FORMULA_START) else cell
+
+
+class Service:
+    def __init__(self, store: Store, clock=lambda: datetime.now(UTC), cache_ttl: float = 5.0):
+        self.store = store
+        self.clock = clock
+        self.cache_ttl = cache_ttl
+        self._snapshot: _Snapshot | None = None
+
+    # -- cached configuration --------------------------------------------------------------------
+    def invalidate(self) -> None:
+        self._snapshot = None
+
+    def _fresh(self) -> _Snapshot:
+        now = self.clock().timestamp()
+        snapshot = self._snapshot
+        if snapshot is None or now - snapshot.loaded_at >= self.cache_ttl:
+            snapshot = self._load(now)
+        return snapshot
+
+    def _load(self, now: float) -> _Snapshot:
+        snapshot = _Snapshot(self.store.settings(), self.store.agents(), self.store.groups(), now)
+        self._snapshot = snapshot
+        return snapshot
+
+    def settings(self) -> Settings:
+        return self._fresh().settings
+
+    def agents(self) -> dict[str, Agent]:
+        return self._fresh().agents
+
+    def groups(self) -> dict[str, Group]:
+        return self._fresh().groups
+
+    def normalize(self, raw: str) -> str:
+        """The client's E.164 form in the configured region; NotAClient otherwise."""
+        return normalize(raw, self.settings().default_region)
+
+    # -- routing ---------------------------------------------------------------------------------
+    def route(self, caller_raw: str, group_name: str, now: datetime | None = None) -> RoutePlan:
+        snapshot = self._fresh()
+        group = snapshot.groups.get(group_name)
+        if group is None:
+            # A group added a moment ago by the CLI should not wait for the cache to expire.
+            snapshot = self._load(self.clock().timestamp())
+            group = snapshot.groups.get(group_name)
+        if group is None:
+            raise ServiceError(f"unknown group {group_name!r}")
+        client = client_or_none(caller_raw, snapshot.settings.default_region)
+        bindings = self.store.bindings_for(client) if client is not None else {}
+        return routing.decide(client, group, now or self.clock(), snapshot.settings, bindings,
+                              snapshot.agents)
+
+    def fallback_plan(self, caller_raw: str, group_name: str,
+                      now: datetime | None = None) -> RoutePlan | None:
+        """The group's plan from what is cached, without reading the database (it is down or slow).
+
+        No binding is read, so there is no sticky leg; None when nothing was ever cached or the
+        group is not known.
+        """
+        snapshot = self._snapshot
+        if snapshot is None or group_name not in snapshot.groups:
+            return None
+        client = client_or_none(caller_raw, snapshot.settings.default_region)
+        plan = routing.decide(client, snapshot.groups[group_name], now or self.clock(), snapshot.settings,
+                              {}, snapshot.agents)
+        return plan if client is None else replace(plan, reason="database_unavailable")
+
+    # -- learning --------------------------------------------------------------------------------
+    def record_call(self, call: Call) -> Binding | None:
+        return self.store.record_call(call, self.settings())
+
+    def import_calls(self, rows) -> CallImport:
+        """Dicts with CALL_COLUMNS (line 1 is the header, so the first row is line 2)."""
+        return self._import_calls(enumerate(rows, start=2))
+
+    def import_calls_csv(self, file) -> CallImport:
+        reader = csv.DictReader(file)
+        reader.fieldnames = _require_header(reader.fieldnames, CALL_COLUMNS)
+        return self._import_calls((reader.line_num, row) for row in reader)
+
+    def _import_calls(self, numbered_rows) -> CallImport:
+        # Every row is checked before anything is written: a bad line leaves the store untouched.
+        settings = self.store.settings()
+        agents = self.store.agents()
+        calls = [self._call_from_row(line, row, settings, agents) for line, row in numbered_rows]
+        learned = 0
+        with self.store.transaction():
+            for call in calls:
+                learned += self.store.record_call(call, settings) is not None
+        self.invalidate()
+        return CallImport(calls=len(calls), learned=learned)
+
+    def _call_from_row(self, line: int, row: dict, settings: Settings, agents) -> Call:
+        def fail(message):
+            raise ServiceError(f"line {line}: {message}")
+
+        if None in row:
+            fail(f"more cells than the header's {len(CALL_COLUMNS)}")
+        cells = {}
+        for column in CALL_COLUMNS:
+            value = row.get(column)
+            if value is None:
+                fail(f"missing {column}")
+            cells[column] = spreadsheet_unescape(value.strip())
+        try:
+            started_at = parse_time(cells["started_at"])
+        except ValueError as exc:
+            fail(str(exc))
+        direction = cells["direction"].lower()
+        if direction not in DIRECTIONS:
+            fail(f"bad direction {cells['direction']!r}: inbound or outbound")
+        try:
+            client = normalize(cells["client"], settings.default_region)
+        except NotAClient as exc:
+            fail(str(exc))
+        agent = cells["agent"] or None
+        if agent is not None and agent not in agents:
+            fail(f"unknown agent {agent!r} (add it first; it can be disabled)")
+        try:
+            talk = float(cells["talk_seconds"] or "0")
+        except ValueError:
+            talk = math.nan
+        if not math.isfinite(talk) or talk < 0:
+            fail(f"bad talk_seconds {cells['talk_seconds']!r}: a number of seconds, 0 when unanswered")
+        return Call(direction=direction, client=client, agent=agent, started_at=started_at,
+                    ended_at=started_at + timedelta(seconds=talk), talk_seconds=talk, answered=talk > 0,
+                    # No uuid: the store derives one from the row, so a re-import updates, not doubles.
+                    answered_at=started_at if talk > 0 else None,
+                    outcome="answered" if talk > 0 else "missed")
+
+    # -- bindings as CSV -------------------------------------------------------------------------
+    def import_bindings_csv(self, file) -> int:
+        """Manual bindings from CSV `client,agent` (header optional), all or none."""
+        settings = self.store.settings()
+        agents = self.store.agents()
+        pairs: dict[str, str] = {}
+        lines: dict[str, int] = {}
+        reader = csv.reader(file)
+        for row in reader:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if line == 1 and [cell.strip().lower() for cell in row] == list(BINDING_COLUMNS):
+                continue
+            if len(row) != 2:
+                raise ServiceError(f"line {line}: expected 2 cells (client,agent), got {len(row)}")
+            raw_client, agent = (spreadsheet_unescape(cell.strip()) for cell in row)
+            try:
+                client = normalize(raw_client, settings.default_region)
+            except NotAClient as exc:
+                raise ServiceError(f"line {line}: {exc}") from None
+            if agent not in agents:
+                raise ServiceError(f"line {line}: unknown agent {agent!r}")
+            if client in lines:
+                raise ServiceError(f"line {line}: client {client} is already on line {lines[client]}")
+            pairs[client] = agent
+            lines[client] = line
+        return self.store.import_bindings(pairs.items(), now=self.clock())
+
+    def export_bindings_csv(self, file) -> int:
+        """One row per client: the agent their next call would ring first (as `route` would pick,
+        scope aside), so export then import moves the bindings that matter, as manual ones."""
+        settings = self.store.settings()
+        agents = self.store.agents()
+        now = self.clock()
+        order = {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[settings.mode]
+        chosen: dict[str, Binding] = {}
+        for binding in self.store.list_bindings():
+            if binding.source not in order or not rules.is_current(binding, settings, now):
+                continue
+            agent = agents.get(binding.agent)
+            if agent is None or not agent.enabled:
+                continue
+            held = chosen.get(binding.client)
+            if held is None or order.index(binding.source) < order.index(held.source):
+                chosen[binding.client] = binding
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(BINDING_COLUMNS)
+        for client in sorted(chosen):
+            writer.writerow((spreadsheet_safe(client), spreadsheet_safe(chosen[client].agent)))
+        return len(chosen)
+
+
+def _require_header(fieldnames, expected) -> list[str]:
+    if fieldnames is None:
+        raise ServiceError("line 1: the file is empty; expected the header " + ",".join(expected))
+    names = [name.strip().lower() for name in fieldnames]
+    missing = [column for column in expected if column not in names]
+    if missing:
+        raise ServiceError(f"line 1: the header lacks {', '.join(missing)}; expected {','.join(expected)}")
+    return names

@@ -1,0 +1,525 @@
+"""`fsrouter`: the sysadmin's command line. Every command prints for a person, or JSON with --json.
+
+Bad input of any kind ends in one line on stderr (`Error: ...`) and a non-zero exit: errors are
+turned into that at one place, OneLineGroup, never shown as a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+
+import click
+import peewee
+import structlog
+
+from . import routing, rules
+from .config import ConfigError, default_database_url, load_config
+from .model import AUTO, MANUAL, SCOPE_ANY, SIMULTANEOUS, STICKY_SCOPES, STRATEGIES
+from .numbers import NotAClient
+from .service import Service, ServiceError, parse_time
+from .settings import SETTINGS, format_duration, parse_duration
+from .store import Store, StoreError
+
+log = structlog.get_logger("fsrouter.cli")
+# What bad input, a missing file or an unreachable database raise; each becomes one line.
+_EXPECTED_ERRORS = (StoreError, ServiceError, ConfigError, NotAClient, ValueError, OSError,
+                    peewee.PeeweeException)
+_HELP_ERRORS = tuple(e for e in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if e)
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split()) or "failed"
+
+
+class _Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(_one_line(message))
+        self.exit_code = exit_code
+
+
+class OneLineGroup(click.Group):
+    group_class = type  # subgroups are OneLineGroups too
+
+    def make_context(self, *args, **kwargs):
+        # A subcommand's usage errors surface in its parent's invoke(); only the top level's
+        # own options (fsrouter --bogus) are parsed here, outside any invoke().
+        return _parse_one_line(super().make_context, *args, **kwargs)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _HELP_ERRORS:
+            raise
+        except click.UsageError as exc:  # e.g. no such command
+            raise _Failure(exc.format_message(), exit_code=2) from None
+        except _EXPECTED_ERRORS as exc:
+            raise _Failure(str(exc)) from None
+
+
+def _parse_one_line(make_context, *args, **kwargs):
+    # click shows a usage error as usage, a hint and the error: four lines. Keep only the error.
+    try:
+        return make_context(*args, **kwargs)
+    except _HELP_ERRORS:
+        raise
+    except click.UsageError as exc:
+        raise _Failure(exc.format_message(), exit_code=2) from None
+
+
+def _example(*lines: str) -> str:
+    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class App:
+    """What the commands share; the config and the database are opened on first use."""
+
+    def __init__(self, db: str | None, config_path: str | None):
+        self.db = db
+        self.config_path = config_path
+
+    @cached_property
+    def config(self):
+        config = load_config(self.config_path)
+        return replace(config, database=self.db) if self.db else config
+
+    @cached_property
+    def store(self) -> Store:
+        return Store.open(self.config.database or default_database_url())
+
+    @cached_property
+    def service(self) -> Service:
+        return Service(self.store)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def _configure_logging() -> None:
+    # Minimal: the CLI talks to people through stdout; only warnings go to stderr, as one line each.
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _table(headers, rows) -> None:
+    rows = [[("" if cell is None else str(cell)) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for row in [list(headers)] + rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _since(text: str, now: datetime) -> datetime:
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(f"bad --since {text!r}: a duration (7d, 12h) or an ISO time") from None
+
+
+def _positive_duration(text: str, what: str) -> timedelta:
+    value = parse_duration(text)
+    if value <= timedelta(0):
+        raise ValueError(f"{what} must be above zero")
+    return value
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(cls=OneLineGroup, epilog=_example("fsrouter --db sqlite:////tmp/fs.db agent list",
+                                                "fsrouter route 0501234567 --group sales"))
+@click.option("--db", metavar="URL", help="Database URL (sqlite:///path, postgresql://...). "
+              "Default: FSROUTER_DATABASE, else the config file, else a file in your data directory.")
+@click.option("--config", "config_path", metavar="FILE", envvar="FSROUTER_CONFIG",
+              help="Config file (default /etc/fsrouter/fsrouter.toml when it exists).")
+@click.version_option(package_name="fsrouter")
+@click.pass_context
+def main(ctx, db, config_path):
+    """fsrouter: ring a known client's own agent first, then the group."""
+    _configure_logging()
+    app = ctx.obj = App(db, config_path)
+    ctx.call_on_close(app.close)
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+def _agent_dict(agent) -> dict:
+    return {"ext": agent.ext, "name": agent.name, "dial_string": agent.dial_string,
+            "priority": agent.priority, "enabled": agent.enabled, "groups": sorted(agent.groups)}
+
+
+@main.group(epilog=_example("fsrouter agent add 1001 --name Anna --group sales", "fsrouter agent list"))
+def agent():
+    """Agents: the people (extensions) calls ring."""
+
+
+@agent.command("add", epilog=_example(
+    "fsrouter agent add 1001 --name Anna --group sales --priority 1",
+    "fsrouter agent add 1002 --name Bohdan --dial-string 'sofia/gateway/gw/380441234567'"))
+@click.argument("ext")
+@click.option("--name", required=True, help="The agent's name, as people know them.")
+@click.option("--group", "groups", multiple=True, metavar="G", help="A group to join (repeatable).")
+@click.option("--dial-string", help="How to ring them (default user/EXT@${domain_name}).")
+@click.option("--priority", type=int, default=100, show_default=True,
+              help="Lower rings first in a sequential group.")
+@pass_app
+def agent_add(app, ext, name, groups, dial_string, priority):
+    """Add agent EXT."""
+    added = app.store.add_agent(ext, name, dial_string=dial_string, priority=priority, groups=groups)
+    click.echo(f"added agent {added.ext} ({added.name}), dial string {added.dial_string}")
+
+
+@agent.command("list", epilog=_example("fsrouter agent list --json"))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def agent_list(app, as_json):
+    """List the agents."""
+    agents = app.store.agents().values()
+    if as_json:
+        return _echo_json([_agent_dict(a) for a in agents])
+    _table(("EXT", "NAME", "PRIORITY", "ENABLED", "GROUPS", "DIAL STRING"),
+           [(a.ext, a.name, a.priority, "yes" if a.enabled else "no", ",".join(sorted(a.groups)),
+             a.dial_string) for a in agents])
+
+
+@agent.command("disable", epilog=_example("fsrouter agent disable 1001"))
+@click.argument("ext")
+@pass_app
+def agent_disable(app, ext):
+    """Stop ringing agent EXT (their bindings are kept for when they come back)."""
+    app.store.set_agent_enabled(ext, False)
+    click.echo(f"disabled agent {ext}")
+
+
+@agent.command("enable", epilog=_example("fsrouter agent enable 1001"))
+@click.argument("ext")
+@pass_app
+def agent_enable(app, ext):
+    """Ring agent EXT again."""
+    app.store.set_agent_enabled(ext, True)
+    click.echo(f"enabled agent {ext}")
+
+
+@agent.command("rm", epilog=_example("fsrouter agent rm 1001"))
+@click.argument("ext")
+@pass_app
+def agent_rm(app, ext):
+    """Delete agent EXT. Their bindings stay, shown by `binding list --stale`."""
+    app.store.remove_agent(ext)
+    click.echo(f"removed agent {ext}")
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+@main.group(epilog=_example("fsrouter group add sales --strategy sequential", "fsrouter group list"))
+def group():
+    """Groups: who rings after the sticky agent, and how."""
+
+
+@group.command("add", epilog=_example(
+    "fsrouter group add sales",
+    "fsrouter group add support --strategy sequential --sticky-scope members"))
+@click.argument("name")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=SIMULTANEOUS, show_default=True,
+              help="Ring all members at once, or one by one by priority.")
+@click.option("--sticky-scope", type=click.Choice(STICKY_SCOPES), default=SCOPE_ANY, show_default=True,
+              help="any: ring the bound agent whoever they are; members: only members of this group.")
+@click.option("--ring-timeout", default="30s", show_default=True, metavar="DURATION",
+              help="Ring time of the group (simultaneous) or of each agent (sequential).")
+@pass_app
+def group_add(app, name, strategy, sticky_scope, ring_timeout):
+    """Add group NAME."""
+    timeout = _positive_duration(ring_timeout, "--ring-timeout")
+    added = app.store.add_group(name, strategy, sticky_scope, timeout)
+    click.echo(f"added group {added.name} ({added.strategy}, sticky scope {added.sticky_scope})")
+
+
+@group.command("list", epilog=_example("fsrouter group list --json"))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def group_list(app, as_json):
+    """List the groups and their members."""
+    agents = app.store.agents()
+    by_ring_order = sorted(agents.values(), key=lambda a: (a.priority, a.ext))
+    rows = []
+    for g in app.store.groups().values():
+        members = [a.ext for a in by_ring_order if g.name in a.groups]
+        rows.append({"name": g.name, "strategy": g.strategy, "sticky_scope": g.sticky_scope,
+                     "ring_timeout": g.ring_timeout.total_seconds(), "members": members})
+    if as_json:
+        return _echo_json(rows)
+    _table(("NAME", "STRATEGY", "STICKY SCOPE", "RING", "MEMBERS"),
+           [(r["name"], r["strategy"], r["sticky_scope"],
+             format_duration(timedelta(seconds=r["ring_timeout"])), ",".join(r["members"])) for r in rows])
+
+
+@group.command("rm", epilog=_example("fsrouter group rm sales"))
+@click.argument("name")
+@pass_app
+def group_rm(app, name):
+    """Delete group NAME (its agents stay)."""
+    app.store.remove_group(name)
+    click.echo(f"removed group {name}")
+
+
+# -- bindings ----------------------------------------------------------------------------------
+
+def _binding_state(binding, agents, settings, now) -> str:
+    """'active', or why the binding cannot route (a routing.REASONS key)."""
+    if not rules.is_current(binding, settings, now):
+        return "expired"
+    agent = agents.get(binding.agent)
+    if agent is None:
+        return "agent_unknown"
+    return "active" if agent.enabled else "agent_disabled"
+
+
+def _binding_dict(binding, state) -> dict:
+    return {"client": binding.client, "agent": binding.agent, "source": binding.source,
+            "at": _iso(binding.at), "expires_at": _iso(binding.expires_at), "why": binding.why,
+            "call_uuid": binding.call_uuid, "state": state}
+
+
+@main.group(epilog=_example("fsrouter binding set 0501234567 1001", "fsrouter binding show 0501234567"))
+def binding():
+    """Bindings: which agent a client rings first."""
+
+
+@binding.command("set", epilog=_example("fsrouter binding set 0501234567 1001",
+                                        "fsrouter binding set +380501234567 1002 --expires 14d"))
+@click.argument("client")
+@click.argument("ext")
+@click.option("--expires", metavar="DURATION", help="Stop routing after this long (e.g. 14d); default never.")
+@pass_app
+def binding_set(app, client, ext, expires):
+    """Bind CLIENT to agent EXT by hand (learning never overwrites it)."""
+    now = datetime.now(UTC)
+    expires_at = now + _positive_duration(expires, "--expires") if expires else None
+    made = app.store.set_manual_binding(app.service.normalize(client), ext, now, expires_at=expires_at)
+    until = f" until {_iso(made.expires_at)}" if made.expires_at else ""
+    click.echo(f"bound {made.client} to {made.agent}{until}")
+
+
+@binding.command("show", epilog=_example("fsrouter binding show 0501234567 --json"))
+@click.argument("client")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def binding_show(app, client, as_json):
+    """Show CLIENT's manual and learned bindings, with when, why and whether they route."""
+    number = app.service.normalize(client)
+    found = app.store.bindings_for(number)
+    agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
+    rows = [_binding_dict(found[s], _binding_state(found[s], agents, settings, now))
+            for s in (MANUAL, AUTO) if s in found]
+    if as_json:
+        return _echo_json({"client": number, "bindings": rows})
+    if not rows:
+        return click.echo(f"{number} has no bindings")
+    _table(("SOURCE", "AGENT", "STATE", "SINCE", "EXPIRES", "WHY"),
+           [(r["source"], r["agent"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
+            for r in rows])
+
+
+@binding.command("rm", epilog=_example("fsrouter binding rm 0501234567 --learned"))
+@click.argument("client")
+@click.option("--learned", "which", flag_value="learned", help="Only the learned binding.")
+@click.option("--manual", "which", flag_value="manual", help="Only the manual binding.")
+@click.option("--all", "which", flag_value="all", default=True, help="Both (the default).")
+@pass_app
+def binding_rm(app, client, which):
+    """Remove CLIENT's bindings."""
+    sources = {"learned": (AUTO,), "manual": (MANUAL,), "all": (MANUAL, AUTO)}[which]
+    number = app.service.normalize(client)
+    removed = app.store.remove_bindings(number, sources)
+    click.echo(f"removed {removed} binding{'s' if removed != 1 else ''} of {number}")
+
+
+@binding.command("list", epilog=_example("fsrouter binding list --agent 1001",
+                                         "fsrouter binding list --stale --json"))
+@click.option("--agent", "ext", metavar="EXT", help="Only this agent's bindings.")
+@click.option("--stale", is_flag=True,
+              help="Only bindings that cannot route: agent disabled or deleted, expired.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def binding_list(app, ext, stale, as_json):
+    """List bindings."""
+    agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
+    found = app.store.list_bindings(agent=ext, stale=stale, now=now, settings=settings)
+    rows = [_binding_dict(b, _binding_state(b, agents, settings, now)) for b in found]
+    if as_json:
+        return _echo_json(rows)
+    _table(("CLIENT", "AGENT", "SOURCE", "STATE", "SINCE", "EXPIRES", "WHY"),
+           [(r["client"], r["agent"], r["source"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
+            for r in rows])
+
+
+@binding.command("import", epilog=_example("fsrouter binding import crm.csv   # lines: client,agent"))
+@click.argument("file", metavar="FILE.csv")
+@pass_app
+def binding_import(app, file):
+    """Set manual bindings from a CSV of client,agent; a bad line imports nothing."""
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        count = app.service.import_bindings_csv(handle)
+    click.echo(f"imported {count} binding{'s' if count != 1 else ''}")
+
+
+@binding.command("export", epilog=_example("fsrouter binding export > bindings.csv"))
+@click.option("-o", "--output", metavar="FILE", help="Write here instead of standard output.")
+@pass_app
+def binding_export(app, output):
+    """Write client,agent CSV: the agent each client's next call rings first."""
+    if output:
+        with open(output, "w", newline="", encoding="utf-8") as handle:
+            app.service.export_bindings_csv(handle)
+    else:
+        app.service.export_bindings_csv(sys.stdout)
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+@main.group("settings", epilog=_example("fsrouter settings show", "fsrouter settings set sticky_timeout 25s"))
+def settings_group():
+    """The routing and learning rules, shared by every node."""
+
+
+@settings_group.command("show", epilog=_example("fsrouter settings show --json"))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def settings_show(app, as_json):
+    """Show every setting."""
+    values = app.store.settings().as_text()
+    if as_json:
+        return _echo_json(values)
+    _table(("KEY", "VALUE", "MEANING"), [(key, values[key], spec.help) for key, spec in SETTINGS.items()])
+
+
+@settings_group.command("set", epilog=_example("fsrouter settings set lookback 60d",
+                                               "fsrouter settings set mode manual"))
+@click.argument("key", type=click.Choice(list(SETTINGS)), metavar="KEY")
+@click.argument("value")
+@pass_app
+def settings_set(app, key, value):
+    """Set KEY to VALUE (keys: see `settings show`)."""
+    settings = app.store.set_setting(key, value)
+    click.echo(f"{key} = {settings.as_text()[key]}")
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+def _call_dict(call) -> dict:
+    return {"uuid": call.uuid, "started_at": _iso(call.started_at), "ended_at": _iso(call.ended_at),
+            "direction": call.direction, "client": call.client, "agent": call.agent,
+            "talk_seconds": call.talk_seconds, "answered": call.answered, "group": call.group,
+            "route": call.route, "outcome": call.outcome, "rung": list(call.rung)}
+
+
+@main.group(epilog=_example("fsrouter calls import history.csv", "fsrouter calls list --since 1d"))
+def calls():
+    """Call records, and warming bindings from the call history you already have."""
+
+
+@calls.command("import", epilog=_example(
+    "fsrouter calls import history.csv",
+    "# history.csv:",
+    "#   started_at,direction,client,agent,talk_seconds",
+    "#   2024-05-01T09:30:00Z,inbound,0501234567,1001,95",
+    "#   2024-05-01T10:00:00Z,outbound,0671112233,1002,0"))
+@click.argument("file", metavar="FILE.csv")
+@pass_app
+def calls_import(app, file):
+    """Import past calls: each teaches bindings exactly as a live call would. A bad line imports nothing."""
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        result = app.service.import_calls_csv(handle)
+    click.echo(f"imported {result.calls} call{'s' if result.calls != 1 else ''}, "
+               f"{result.learned} changed a learned binding")
+
+
+@calls.command("list", epilog=_example("fsrouter calls list --since 7d --client 0501234567 --json"))
+@click.option("--since", metavar="DURATION|ISO",
+              help="Only calls started since then (7d, or 2024-05-01T00:00Z).")
+@click.option("--client", help="Only this client's calls.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="At most this many (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def calls_list(app, since, client, limit, as_json):
+    """List call records, newest first."""
+    found = app.store.calls(since=_since(since, datetime.now(UTC)) if since else None,
+                            client=app.service.normalize(client) if client else None, limit=limit or None)
+    if as_json:
+        return _echo_json([_call_dict(c) for c in found])
+    _table(("STARTED", "DIRECTION", "CLIENT", "AGENT", "TALK", "OUTCOME", "ROUTE"),
+           [(_iso(c.started_at), c.direction, c.client, c.agent or "-", f"{c.talk_seconds:.0f}s", c.outcome,
+             c.route or "") for c in found])
+
+
+# -- the decision ------------------------------------------------------------------------------
+
+@main.command(epilog=_example("fsrouter route 0501234567 --group sales",
+                              "fsrouter route +380501234567 --group sales --at 2024-06-01T12:00:00Z --json"))
+@click.argument("client")
+@click.option("--group", "group_name", required=True, metavar="G", help="The group the call is for.")
+@click.option("--at", metavar="ISO_TIME",
+              help="Decide as if it were this time (default now; UTC unless an offset is given).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def route(app, client, group_name, at, as_json):
+    """Dry run: who a call from CLIENT to group G would ring, and why."""
+    number = app.service.normalize(client)  # garbage is an error here, not a "not a client" plan
+    plan = app.service.route(number, group_name, now=parse_time(at) if at else None)
+    if as_json:
+        return _echo_json(plan.as_dict())
+    click.echo(f"client    {plan.client}")
+    click.echo(f"group     {plan.group}")
+    if plan.sticky:
+        click.echo(f"sticky    {plan.sticky.agent} ({routing.REASONS.get(plan.reason, plan.reason)}), "
+                   f"rings {format_duration(plan.sticky.timeout)}")
+    else:
+        click.echo(f"sticky    none: {routing.REASONS.get(plan.reason, plan.reason)}")
+    if plan.fallback:
+        how = "one by one" if plan.strategy == "sequential" else "together"
+        click.echo(f"fallback  {', '.join(leg.agent for leg in plan.fallback)} ({how}, "
+                   f"{format_duration(plan.fallback[0].timeout)})")
+    else:
+        click.echo("fallback  nobody: the group has no enabled members")
+
+
+# -- implemented elsewhere ---------------------------------------------------------------------
+
+@main.command(epilog=_example("fsrouter --config /etc/fsrouter/fsrouter.toml run"))
+@pass_app
+def run(app):
+    """Run the router daemon (what the systemd unit starts)."""
+    from .daemon import run_daemon
+    sys.exit(run_daemon(app.config, app.config_path))
+
+
+@main.command(epilog=_example("fsrouter demo --speed 10"))
+@click.option("--speed", type=float, default=1.0, show_default=True, help="How much faster than real time.")
+def demo(speed):
+    """Watch fsrouter route an office day against a bundled fake FreeSWITCH."""
+    from .demo import run_demo
+    run_demo(speed=speed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""A fake FreeSWITCH that speaks the Event Socket byte for byte as FreeSWITCH 1.10.12 does.
+
+Used by the tests, the benchmarks and `fsrouter demo`. It stands apart from the product: it
+imports nothing of fsrouter but fsrouter.esl.frames. See server.FakeFreeSWITCH.
+"""
+from .agents import Agent
+from .calls import BridgeRecord, CallHandle, LegRecord
+from .outcalls import OutCallHandle
+from .server import FakeFreeSWITCH
+
+__all__ = ["FakeFreeSWITCH", "Agent", "CallHandle", "BridgeRecord", "LegRecord", "OutCallHandle"]

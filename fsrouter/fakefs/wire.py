@@ -1,0 +1,156 @@
+"""The bytes of the Event Socket as FreeSWITCH writes them, for the fake's side of the wire.
+
+fsrouter.esl.frames reads frames; this module writes FreeSWITCH's own encoding, which differs
+from Python's quote(): FreeSWITCH escapes only the characters in SWITCH_URL_UNSAFE, control
+bytes and bytes above '~' (so ',', '/', '(', ')', "'" and '~' stay as they are, as in every
+capture), and it leaves an existing "%XX" alone instead of encoding the '%' again.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fsrouter.esl.frames import Frame, parse_headers
+
+_UNSAFE = set(b"\r\n #%&+:;<=>?@[\\]^`{|}\"")
+_HEX = set(b"0123456789ABCDEF")
+
+GOODBYE = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
+
+
+def fs_quote(value: str) -> str:
+    """switch_url_encode(): what FreeSWITCH does to every header value of a plain event."""
+    data = value.encode("utf-8")
+    out = []
+    for i, byte in enumerate(data):
+        # An already-encoded "%XX" (upper-case hex, as FreeSWITCH writes it) passes through.
+        if byte == 0x25 and i + 2 < len(data) and data[i + 1] in _HEX and data[i + 2] in _HEX:
+            out.append("%")
+        elif byte < 0x20 or byte > 0x7E or byte in _UNSAFE:
+            out.append("%%%02X" % byte)
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def event_plain(headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
+    """A text/event-plain frame: the outer length first, the blank line counted in it; an event
+    with a body of its own (BACKGROUND_JOB) carries an inner Content-Length last and no
+    trailing blank line after the body."""
+    lines = [f"{name}: {fs_quote(str(value))}\n" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}\n")
+    inner = ("".join(lines) + "\n").encode("utf-8") + body
+    return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(inner) + inner
+
+
+def auth_request() -> bytes:
+    return b"Content-Type: auth/request\n\n"
+
+
+def command_reply(text: str, *extra: tuple[str, str]) -> bytes:
+    lines = "".join(f"{k}: {v}\n" for k, v in extra)
+    return f"Content-Type: command/reply\nReply-Text: {text}\n{lines}\n".encode("utf-8")
+
+
+def api_response(body: str | bytes) -> bytes:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return b"Content-Type: api/response\nContent-Length: %d\n\n" % len(data) + data
+
+
+def disconnect_notice(session_uuid: str | None = None) -> bytes:
+    """After `exit` or a refused `auth`; an outbound session names its channel."""
+    head = "Content-Type: text/disconnect-notice\n"
+    if session_uuid:
+        head += f"Controlled-Session-UUID: {session_uuid}\nContent-Disposition: disconnect\n"
+    return (head + f"Content-Length: {len(GOODBYE)}\n\n").encode() + GOODBYE
+
+
+def linger_notice(session_uuid: str, channel_name: str) -> bytes:
+    """What a lingering outbound socket gets when its channel hangs up (Linger-Time -1: for ever)."""
+    return (f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {session_uuid}\n"
+            f"Content-Disposition: linger\nChannel-Name: {channel_name}\nLinger-Time: -1\n"
+            f"Content-Length: 0\n\n").encode("utf-8")
+
+
+def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
+    """One header block with url-encoded values and no body: the reply to `connect`."""
+    return ("".join(f"{name}: {fs_quote(str(value))}\n" for name, value in headers) + "\n").encode("utf-8")
+
+
+class Command:
+    """One command from a client: its first line, its header lines, its body, and the raw bytes."""
+
+    __slots__ = ("line", "headers", "body", "raw", "received_at")
+
+    def __init__(self, line: str, headers: dict[str, str], body: bytes, raw: bytes, received_at: float):
+        self.line, self.headers, self.body, self.raw, self.received_at = line, headers, body, raw, received_at
+
+    @property
+    def name(self) -> str:
+        return self.line.split(" ", 1)[0].lower() if self.line else ""
+
+    @property
+    def arg(self) -> str:
+        return self.line.split(" ", 1)[1] if " " in self.line else ""
+
+    def __repr__(self) -> str:
+        return f"Command({self.line!r}, {self.headers!r})"
+
+
+class CommandReader:
+    """Splits what a client sends into commands: a first line, optional `Name: value` lines, a
+    blank line, then Content-Length bytes when given (sendmsg may carry a body)."""
+
+    MAX = 1024 * 1024
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes, now: float) -> list[Command]:
+        self._buf += data
+        out = []
+        while True:
+            # Clients sometimes send "\r\n"; FreeSWITCH tolerates it, so does the fake.
+            while self._buf[:1] in (b"\n", b"\r"):
+                del self._buf[:1]
+            end = self._buf.find(b"\n\n")
+            alt = self._buf.find(b"\r\n\r\n")
+            if alt >= 0 and (end < 0 or alt < end):
+                end, sep = alt, 4
+            else:
+                sep = 2
+            if end < 0:
+                if len(self._buf) > self.MAX:
+                    raise ValueError("command too long")
+                return out
+            block = bytes(self._buf[:end]).replace(b"\r\n", b"\n")
+            first, _, rest = block.partition(b"\n")
+            try:
+                headers = parse_headers(rest) if rest else {}
+            except ValueError:
+                headers = {}
+            length_text = headers.get("Content-Length", "0")
+            length = int(length_text) if length_text.isdigit() else 0
+            if len(self._buf) < end + sep + length:
+                return out
+            body = bytes(self._buf[end + sep:end + sep + length])
+            raw = bytes(self._buf[:end + sep + length])
+            del self._buf[:end + sep + length]
+            out.append(Command(first.decode("utf-8", "replace").strip(), headers, body, raw, now))
+
+
+def split_raw_frames(data: bytes) -> list[tuple[Frame, bytes]]:
+    """Every frame of a recording with its exact bytes, so a replay can send them verbatim."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n\n", pos)
+        if end < 0:
+            raise ValueError(f"trailing bytes at offset {pos}")
+        headers = parse_headers(data[pos:end])
+        length = int(headers.get("Content-Length", "0"))
+        # The reply to `connect` has no Content-Length; neither do command replies.
+        stop = end + 2 + length
+        out.append((Frame(headers, data[end + 2:stop]), data[pos:stop]))
+        pos = stop
+    return out

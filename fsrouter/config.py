@@ -69,7 +69,9 @@ def _seconds(key, value):
             value = float(value.strip())
         except ValueError:
             raise ConfigError(f"{key}: expected a number of seconds, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{key}: expected a number of seconds >= 0, got {value!r}")
     return float(value)
 

@@ -350,6 +350,8 @@ def test_leg_timeout_is_recorded_as_sent_and_waited_scaled(fake, router):
     with gevent.Timeout(5):
         while not call.bridges or not call.bridges[0].disposition:
             gevent.sleep(0.01)
+    waited = time.perf_counter() - call.bridges[0].received_at
+    assert 0.19 <= waited < 1.0        # 20 s at time_scale 0.01
     bridge = call.bridges[0]
     assert bridge.leg_timeouts == [20.0]
     assert bridge.disposition == "NO_ANSWER"
@@ -612,3 +614,25 @@ def test_missing_captures_fail_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("FSROUTER_CAPTURES", str(tmp_path / "nowhere"))
     with pytest.raises(pytest.fail.Exception, match="captures not found"):
         captures_dir()
+
+
+def test_entry_point_places_calls_and_reports_latency_and_round_trips(router, capsys):
+    import json
+    from fsrouter.fakefs.__main__ import main
+
+    class Bridge:   # the baseline: a bare greenswitch app that bridges at once
+        def __init__(self, session):
+            self.session = session
+
+        def run(self):
+            self.session.call_command("bridge", "[leg_timeout=20]user/1001@127.0.0.1")
+            gevent.sleep(0.2)
+
+    host, port = router(Bridge)
+    assert main(["--esl-port", "0", "--router", f"{host}:{port}", "--calls", "3", "--rate", "50",
+                 "--answer-after", "0.5", "--talk", "1", "--agents", "1001"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["calls"] == report["ended"] == report["bridged"] == 3
+    assert report["blocking_round_trips"] == {"mean": 0.0, "max": 0}
+    assert report["latency_ms"]["p99"] < 500
+    assert report["dispositions"] == {"SUCCESS": 3}

@@ -44,9 +44,15 @@ for _base, _ends in _SPANS.items():
                            _base + "usec": _ends + ("us",)})
 _session_ids = count(1)
 
-# Per shape: a list of (name, kind, payload). kind "s": a fixed, already encoded line;
-# "p": a value with placeholders; "c": computed from the channel; "r": the router's variables.
-_COMPILED: dict[str, list[tuple[str, str, object]]] = {}
+# Per shape: a list of (name, kind, payload, variable name or None, is an Other-Leg header).
+# kind "s": a fixed, already encoded line; "p": a value with placeholders; "c": computed from
+# the channel; "r": the router's variables.
+_COMPILED: dict[str, list[tuple[str, str, object, str | None, bool]]] = {}
+# stamp variables -> (which time, unit)
+_STAMP_VARS = {}
+for _stamp, _key in _STAMPS.items():
+    _STAMP_VARS.update({f"{_stamp}_stamp": (_key, "stamp"), f"{_stamp}_epoch": (_key, "s"),
+                        f"{_stamp}_uepoch": (_key, "us")})
 
 
 def _computed_names(name: str) -> bool:
@@ -65,20 +71,22 @@ def _computed_names(name: str) -> bool:
             or var.endswith(("_stamp", "_epoch", "_uepoch")) or var in _SPAN_VARS)
 
 
-def compiled(shape: str) -> list[tuple[str, str, object]]:
+def compiled(shape: str) -> list[tuple[str, str, object, str | None, bool]]:
     out = _COMPILED.get(shape)
     if out is None:
         out = []
         for i in SHAPES[shape]:
             name, value = LINES[i]
+            var = name[9:] if name.startswith("variable_") else None
+            other = name == "Other-Type" or name.startswith("Other-Leg-")
             if name == ROUTER_MARK:
-                out.append((name, "r", None))
+                out.append((name, "r", None, None, False))
             elif _computed_names(name):
-                out.append((name, "c", value))
+                out.append((name, "c", value, var, other))
             elif "⟨" in value:
-                out.append((name, "p", value))
+                out.append((name, "p", value, var, other))
             else:
-                out.append((name, "s", f"{name}: {fs_quote(value)}\n"))
+                out.append((name, "s", f"{name}: {fs_quote(value)}\n", var, other))
         _COMPILED[shape] = out
     return out
 
@@ -114,6 +122,8 @@ class Channel:
         self.app: tuple[str, str, str] | None = None  # (name, data, Application-UUID) running now
         self.last_app: tuple[str, str] | None = None
         self.alive = True
+        self._line_cache_key: tuple = ()
+        self._line_cache: dict = {}
 
     # -- state ---------------------------------------------------------------------------------
     def set_var(self, name: str, value: str) -> None:
@@ -144,15 +154,20 @@ class Channel:
         """The event's body block (encoded header lines, no blank line)."""
         values = self.placeholders(core_uuid)
         sub = lambda text: _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)  # noqa: E731
+        # A line with placeholders renders the same until the channel's ids change (a bridge).
+        key = tuple(values.values())
+        if self._line_cache_key != key:
+            self._line_cache_key, self._line_cache = key, {}
+        cache = self._line_cache
         dynamic = self.dynamic
         out: list[str] = []
         seen_dynamic = set()
         last_var_at = None
-        for name, kind, payload in compiled(shape):
-            if self.other is None and (name == "Other-Type" or name.startswith("Other-Leg-")):
+        no_other = self.other is None
+        for name, kind, payload, var, other in compiled(shape):
+            if other and no_other:
                 continue
-            if name.startswith("variable_"):
-                var = name[9:]
+            if var is not None:
                 if var in dynamic:
                     seen_dynamic.add(var)
                     value = dynamic[var]
@@ -163,7 +178,10 @@ class Channel:
             if kind == "s":
                 out.append(payload)
             elif kind == "p":
-                out.append(f"{name}: {fs_quote(sub(payload))}\n")
+                line = cache.get((name, payload))
+                if line is None:
+                    line = cache[(name, payload)] = f"{name}: {fs_quote(sub(payload))}\n"
+                out.append(line)
             elif kind == "r":
                 for var, value in self.router_vars.items():
                     out.append(f"variable_{var}: {fs_quote(value)}\n")
@@ -171,7 +189,7 @@ class Channel:
                 value = self._computed(name, payload, event_name, seq, now_us, core_uuid, app, response, sub)
                 if value is not None:
                     out.append(f"{name}: {fs_quote(value)}\n")
-            if name.startswith("variable_"):
+            if var is not None:
                 last_var_at = len(out)
         missing = [(k, v) for k, v in dynamic.items() if k not in seen_dynamic and v is not None]
         if missing and last_var_at is not None:
@@ -239,14 +257,13 @@ class Channel:
             if self.last_app is None:
                 return None
             return self.last_app[0] if var == "last_app" else (self.last_app[1] or None)
-        for stamp, key in _STAMPS.items():
+        stamp = _STAMP_VARS.get(var)
+        if stamp is not None:
+            key, unit = stamp
             us = t.get(key, 0) if key else 0
-            if var == f"{stamp}_stamp":
+            if unit == "stamp":
                 return date_local(us) if us else None
-            if var == f"{stamp}_epoch":
-                return str(_sec(us))
-            if var == f"{stamp}_uepoch":
-                return str(us)
+            return str(_sec(us) if unit == "s" else us)
         span = _SPAN_VARS.get(var)
         if span is not None:
             start, end, unit = span

@@ -7,29 +7,25 @@ capture), and it leaves an existing "%XX" alone instead of encoding the '%' agai
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from fsrouter.esl.frames import Frame, parse_headers
 
-_UNSAFE = set(b"\r\n #%&+:;<=>?@[\\]^`{|}\"")
-_HEX = set(b"0123456789ABCDEF")
+# SWITCH_URL_UNSAFE, control characters and anything above '~'; a '%' only when it does not
+# already start an upper-case "%XX".
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\U0010ffff\r\n #&+:;<=>?@\[\\\]^`{|}"]|%(?![0-9A-F]{2})')
 
 GOODBYE = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
 
 
+def _escape(match: re.Match) -> str:
+    return "".join("%%%02X" % byte for byte in match.group(0).encode("utf-8"))
+
+
 def fs_quote(value: str) -> str:
     """switch_url_encode(): what FreeSWITCH does to every header value of a plain event."""
-    data = value.encode("utf-8")
-    out = []
-    for i, byte in enumerate(data):
-        # An already-encoded "%XX" (upper-case hex, as FreeSWITCH writes it) passes through.
-        if byte == 0x25 and i + 2 < len(data) and data[i + 1] in _HEX and data[i + 2] in _HEX:
-            out.append("%")
-        elif byte < 0x20 or byte > 0x7E or byte in _UNSAFE:
-            out.append("%%%02X" % byte)
-        else:
-            out.append(chr(byte))
-    return "".join(out)
+    return _UNSAFE.sub(_escape, value)
 
 
 def event_plain(headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:

@@ -6,6 +6,7 @@ so two stores (two databases) can be open in one process without rebinding share
 """
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from contextlib import contextmanager
@@ -203,6 +204,27 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _reconnects(method):
+    """A server connection that died (PostgreSQL restarted, failed over, cut an idle session) is
+    dropped after the failed call, so the next call opens a fresh one instead of failing forever.
+
+    Only outside a transaction: inside one, the caller's whole unit has failed and is retried whole.
+    SQLite has no connection to lose; its OperationalError is 'database is locked' and such.
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (pw.OperationalError, pw.InterfaceError):
+            if not self.is_sqlite and self.db.transaction_depth() == 0:
+                try:
+                    self.db.close()
+                except pw.PeeweeException:
+                    pass  # close() forgets the connection even when closing it fails
+            raise
+    return wrapper
+
+
 class Store:
     def __init__(self, db: pw.Database):
         self.db = db
@@ -272,6 +294,7 @@ class Store:
                     self.m.SchemaVersion.create(version=version, name=name, applied_at=datetime.now(UTC))
 
     # -- settings --------------------------------------------------------------------------------
+    @_reconnects
     def settings(self) -> Settings:
         rows = {row.key: row.value for row in self.m.Setting.select()}
         try:
@@ -293,6 +316,7 @@ class Store:
         return settings
 
     # -- agents ----------------------------------------------------------------------------------
+    @_reconnects
     def agents(self) -> dict[str, Agent]:
         groups: dict[str, set[str]] = {}
         for agent, group in self.m.Member.select(self.m.Member.agent, self.m.Member.grp).tuples():
@@ -356,6 +380,7 @@ class Store:
             raise StoreError(f"unknown agent {ext!r}")
 
     # -- groups ----------------------------------------------------------------------------------
+    @_reconnects
     def groups(self) -> dict[str, Group]:
         return {row.name: _group(row) for row in self.m.Group.select().order_by(self.m.Group.name)}
 
@@ -410,6 +435,7 @@ class Store:
             raise StoreError(f"unknown group {missing[0]!r}")
 
     # -- bindings --------------------------------------------------------------------------------
+    @_reconnects
     def bindings_for(self, client: str) -> dict[str, Binding]:
         """The client's bindings keyed by source: the one database read of a routing decision."""
         cursor = self.db.execute_sql(self._bindings_sql, (client,))
@@ -498,6 +524,7 @@ class Store:
                 f'ON CONFLICT ("client", "source") DO UPDATE SET {updates}', params)
 
     # -- calls and learning ----------------------------------------------------------------------
+    @_reconnects
     def save_call(self, call: Call) -> Call:
         """Insert or update the call record by uuid (a uuid is made when it has none)."""
         call = _with_uuid(call)
@@ -528,6 +555,7 @@ class Store:
                      rung=tuple(x for x in (r.rung or "").split(",") if x), route=r.route, outcome=r.outcome)
                 for r in query]
 
+    @_reconnects
     def learn(self, call: Call, settings: Settings) -> Binding | None:
         """Apply the learning rules to one call; the new learned binding, or None if nothing changed.
 
@@ -563,6 +591,7 @@ class Store:
                    .execute())
         return updated == 1
 
+    @_reconnects
     def record_call(self, call: Call, settings: Settings) -> Binding | None:
         """Save the call record and learn from it, in one transaction (live calls and imports alike)."""
         with self.transaction():

@@ -6,6 +6,7 @@ test in a fresh schema that is dropped afterwards).
 
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -23,19 +24,26 @@ CLIENT = "+380501234567"
 OTHER = "+380671112233"
 
 
+@contextmanager
 def _postgres_schema_url():
-    """A fresh schema on the local PostgreSQL server, or None when no server answers."""
+    """The URL of a fresh schema on the local PostgreSQL server, dropped afterwards; skips the
+    test when no server answers."""
     try:
         import psycopg2
 
         conn = psycopg2.connect(PG_URL, connect_timeout=2)
     except Exception:
-        return None, None
+        pytest.skip(f"no PostgreSQL server at {PG_URL}")
     conn.autocommit = True
     schema = f"fsrouter_test_{uuid.uuid4().hex[:12]}"
     with conn.cursor() as cur:
         cur.execute(f'CREATE SCHEMA "{schema}"')
-    return conn, schema
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,15 +52,15 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fsrouter.db'}"
         return
-    conn, schema = _postgres_schema_url()
-    if conn is None:
-        pytest.skip(f"no PostgreSQL server at {PG_URL}")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        conn.close()
+    with _postgres_schema_url() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL schema only, for what SQLite cannot show (a dropped server connection)."""
+    with _postgres_schema_url() as url:
+        yield url
 
 
 @pytest.fixture
@@ -633,3 +641,20 @@ def test_record_call_uses_the_settings_given(staffed):
     outbound_unanswered = replace(inbound("1002", talk=0), direction=OUTBOUND, answered=False)
     assert staffed.record_call(outbound_unanswered, Settings(outbound_requires_answer=True)) is None
     assert staffed.record_call(outbound_unanswered, Settings()).agent == "1002"
+
+
+def test_a_connection_the_server_dropped_is_replaced_on_the_next_call(postgres_url):
+    import psycopg2
+
+    with Store.open(postgres_url) as opened:
+        opened.add_agent("1001", "Anna")
+        opened.set_manual_binding(CLIENT, "1001", T0)
+        pid = opened.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        admin = psycopg2.connect(PG_URL)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.close()
+        with pytest.raises((peewee.OperationalError, peewee.InterfaceError)):
+            opened.bindings_for(CLIENT)
+        assert opened.bindings_for(CLIENT)[MANUAL].agent == "1001"

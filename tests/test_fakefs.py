@@ -12,8 +12,7 @@ from gevent import socket
 from greenswitch.esl import InboundESL, OutboundESLServer
 
 from fsrouter.esl.frames import FrameReader, event_headers, parse_stream
-from fsrouter.fakefs import FakeFreeSWITCH
-from fsrouter.fakefs import shapes_build
+from fsrouter.fakefs import FakeFreeSWITCH, shapes_build
 from fsrouter.fakefs.wire import event_plain, split_raw_frames
 
 CHANNEL_EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP "
@@ -141,7 +140,7 @@ def blocking_app(steps, results):
                 for app, arg, block in steps:
                     event = s.call_command(app, arg, block=block, response_timeout=5)
                     results.append(dict(event.headers))
-            except Exception as exc:  # the caller hung up: greenswitch fails the waits
+            except Exception as exc:  # noqa: BLE001  the caller hung up: greenswitch fails the waits
                 results.append({"error": type(exc).__name__})
     return App
 
@@ -311,7 +310,7 @@ def test_a_call_emits_the_events_of_capture_11_in_order_with_the_same_headers(fa
     assert len(raw_real) == len(raw_fake)
     for real_body, fake_body in zip(raw_real, raw_fake):
         real_names, fake_names = header_names(real_body), header_names(fake_body)
-        strip = lambda names: [n for n in names if not n.startswith("variable_")]  # noqa: E731
+        strip = lambda names: [n for n in names if not n.startswith("variable_")]
         assert strip(fake_names) == strip(real_names)
     assert [r.get("variable_originate_disposition") for r in results[-2:]] == ["NO_ANSWER", "SUCCESS"]
     conn.stop()
@@ -328,13 +327,13 @@ def test_talk_time_and_billsec_come_out_unscaled(fake, router):
     assert call.wait(10)
     assert time.monotonic() - started < 3
     gevent.sleep(0.05)
-    agent = [e for e in got if e["Event-Name"] == "CHANNEL_HANGUP_COMPLETE" and "gw+a1003" in e["Channel-Name"]][0]
+    agent = next(e for e in got if e["Event-Name"] == "CHANNEL_HANGUP_COMPLETE" and "gw+a1003" in e["Channel-Name"])
     assert agent["variable_billsec"] == "12"
     assert int(agent["Caller-Channel-Hangup-Time"]) - int(agent["Caller-Channel-Answered-Time"]) == 12_020_000
     assert agent["variable_dialed_user"] == "1003"
     assert agent["Call-Direction"] == "outbound"
     assert agent["variable_originator"] == call.uuid == agent["Other-Leg-Unique-ID"]
-    client = [e for e in got if e["Event-Name"] == "CHANNEL_HANGUP_COMPLETE" and e["Unique-ID"] == call.uuid][0]
+    client = next(e for e in got if e["Event-Name"] == "CHANNEL_HANGUP_COMPLETE" and e["Unique-ID"] == call.uuid)
     assert client["Call-Direction"] == "inbound" and client["variable_fsrouter_group"] == "sales"
     assert client["Caller-Caller-ID-Number"] == "0501234567"
     assert call.answered_by == "1003" and call.talk_seconds == 12.0
@@ -618,6 +617,7 @@ def test_missing_captures_fail_with_a_clear_message(monkeypatch, tmp_path):
 
 def test_entry_point_places_calls_and_reports_latency_and_round_trips(router, capsys):
     import json
+
     from fsrouter.fakefs.__main__ import main
 
     class Bridge:   # the baseline: a bare greenswitch app that bridges at once

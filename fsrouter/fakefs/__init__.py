@@ -8,4 +8,4 @@ from .calls import BridgeRecord, CallHandle, LegRecord
 from .outcalls import OutCallHandle
 from .server import FakeFreeSWITCH
 
-__all__ = ["FakeFreeSWITCH", "Agent", "CallHandle", "BridgeRecord", "LegRecord", "OutCallHandle"]
+__all__ = ["Agent", "BridgeRecord", "CallHandle", "FakeFreeSWITCH", "LegRecord", "OutCallHandle"]

@@ -25,7 +25,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(fake: FakeFreeSWITCH, wall: float) -> dict:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     host, _, port = args.router.rpartition(":")
     fake = FakeFreeSWITCH(args.host, args.esl_port, args.password, args.time_scale,
-                          router=(host or "127.0.0.1", int(port)), hold=args.hold).start()
+                          router=(host or "127.0.0.1", int(port)), hold=args.hold, keep_events=0).start()
     for ext in filter(None, args.agents.split(",")):
         fake.agent(ext.strip(), answers_after=args.answer_after, talk=args.talk)
     stop = Event()

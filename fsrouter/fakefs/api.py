@@ -46,7 +46,7 @@ def _registered(fake):
 
 def _sofia_contact(fake, rest: str) -> str:
     target = rest.split()[-1] if rest else ""
-    user = target[5:] if target.startswith("user/") else target
+    user = target.removeprefix("user/")
     ext = user.split("@", 1)[0]
     agent = fake.agents.get(ext)
     if agent is None or not agent.registered:

@@ -9,7 +9,6 @@ channel still up, the dialplan goes on (the call "returns to the dialplan").
 """
 from __future__ import annotations
 
-import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
@@ -22,7 +21,13 @@ from .agents import DIALSTATUS, BridgePlan, LegPlan, parse_dial_string, plan_bri
 from .channel import Channel
 from .clock import date_rfc2822
 from .session import SocketSession
-from .wire import Command, api_response, command_reply, disconnect_notice, header_block, linger_notice
+from .wire import (
+    Command,
+    api_response,
+    command_reply,
+    disconnect_notice,
+    linger_notice,
+)
 
 SURVIVING_CAUSES = {"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL"}
 CONNECT_TIMEOUT = 5.0            # wall seconds to reach the router, as FreeSWITCH's socket app
@@ -125,8 +130,7 @@ class Call:
     # -- helpers ---------------------------------------------------------------------------------
     def emit(self, channel: Channel, shape: str, name: str, at_us: int | None = None, app=None,
              response: str = "_none_") -> None:
-        event = self.bus.channel_event(channel, shape, name, at_us, app, response)
-        self.fake.call_events.setdefault(self.handle.uuid, []).append(event)
+        self.bus.channel_event(channel, shape, name, at_us, app, response)
 
     def phase(self) -> str:
         if not self.channel.alive:
@@ -143,6 +147,7 @@ class Call:
         if self.channel.alive and not self._busy_with_bridge:
             gevent.spawn(self._caller_hangs_up)
 
+    # While a bridge plays out, a caller's hangup is taken by the bridge itself (it cancels the legs).
     _busy_with_bridge = False
 
     def _caller_hangs_up(self) -> None:
@@ -190,8 +195,6 @@ class Call:
                 self.session.kill()
             if ch.alive:
                 self._socket_ended()
-        except gevent.GreenletExit:
-            raise
         finally:
             fake.channels.pop(ch.uuid, None)
             self.handle.hung_up = not ch.alive
@@ -316,8 +319,7 @@ class Call:
         response = "_none_"
         if app in ("set", "export"):
             name, _, value = arg.partition("=")
-            if name.startswith("nolocal:"):
-                name = name[8:]
+            name = name.removeprefix("nolocal:")
             self._set(name.strip(), value, export=(app == "export"))
         elif app == "multiset":
             for item in _multiset_items(arg):
@@ -385,7 +387,7 @@ class Call:
         ch, clock = self.channel, self.clock
         plan: BridgePlan = plan_bridge(parse_dial_string(arg), self.fake.agents)
         t0 = clock.now_us()
-        us = lambda seconds: t0 + int(seconds * 1_000_000)  # noqa: E731
+        us = lambda seconds: t0 + int(seconds * 1_000_000)
         self._busy_with_bridge = True
         legs: dict[int, Channel] = {}
         for i, leg in enumerate(plan.legs):
@@ -551,7 +553,7 @@ class Call:
         if last_failed:
             d["last_bridge_hangup_cause"] = last_failed
         d.setdefault("last_bridge_hangup_cause", None)
-        join = lambda items: (items[0] if len(items) == 1 else "ARRAY::" + "|:".join(items)) if items else None  # noqa
+        join = lambda items: (items[0] if len(items) == 1 else "ARRAY::" + "|:".join(items)) if items else None
         d["originate_causes"] = join(self.originate_causes)
         d["originated_legs"] = join(self.originated_legs)
         if plan.legs:
@@ -570,9 +572,10 @@ class Call:
         value = (self.channel.var("continue_on_fail") or "").strip()
         if value.lower() in ("true", "yes", "on", "1"):
             return True
-        if value and value.lower() not in ("false", "no", "off", "0"):
-            if cause in {c.strip().upper() for c in value.split(",")}:
-                return True
+        # continue_on_fail may also list the causes to go on after (USER_BUSY,NO_ANSWER,...).
+        if value and value.lower() not in ("false", "no", "off", "0") and \
+                cause in {c.strip().upper() for c in value.split(",")}:
+            return True
         return cause in SURVIVING_CAUSES
 
     # -- hanging up --------------------------------------------------------------------------------

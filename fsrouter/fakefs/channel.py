@@ -153,7 +153,7 @@ class Channel:
                app: tuple[str, str, str] | None = None, response: str = "_none_") -> bytes:
         """The event's body block (encoded header lines, no blank line)."""
         values = self.placeholders(core_uuid)
-        sub = lambda text: _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)  # noqa: E731
+        sub = lambda text: _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)
         # A line with placeholders renders the same until the channel's ids change (a bridge).
         key = tuple(values.values())
         if self._line_cache_key != key:
@@ -167,14 +167,13 @@ class Channel:
         for name, kind, payload, var, other in compiled(shape):
             if other and no_other:
                 continue
-            if var is not None:
-                if var in dynamic:
-                    seen_dynamic.add(var)
-                    value = dynamic[var]
-                    if value is not None:
-                        out.append(f"{name}: {fs_quote(value)}\n")
-                        last_var_at = len(out)
-                    continue
+            if var is not None and var in dynamic:
+                seen_dynamic.add(var)
+                value = dynamic[var]
+                if value is not None:
+                    out.append(f"{name}: {fs_quote(value)}\n")
+                    last_var_at = len(out)
+                continue
             if kind == "s":
                 out.append(payload)
             elif kind == "p":

@@ -19,8 +19,15 @@ from gevent.queue import Queue
 from gevent.server import StreamServer
 
 from .bus import Subscriber
-from .wire import (Command, CommandReader, api_response, auth_request, command_reply, disconnect_notice,
-                   split_raw_frames)
+from .wire import (
+    Command,
+    CommandReader,
+    api_response,
+    auth_request,
+    command_reply,
+    disconnect_notice,
+    split_raw_frames,
+)
 
 EVENT_NAMES = {
     "CUSTOM", "CLONE", "CHANNEL_CREATE", "CHANNEL_DESTROY", "CHANNEL_STATE", "CHANNEL_CALLSTATE",
@@ -68,7 +75,7 @@ def load_replay(path: str | Path) -> Replay:
 
 
 class InboundConnection(Subscriber):
-    def __init__(self, server: "InboundServer", sock, peer):
+    def __init__(self, server: InboundServer, sock, peer):
         self.server, self.sock, self.peer = server, sock, peer
         self.authed = False
         self.names: set[str] = set()

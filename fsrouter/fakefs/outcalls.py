@@ -32,7 +32,7 @@ class OutCall:
     def run(self) -> None:
         h, clock, bus = self.handle, self.fake.clock, self.fake.bus
         t0 = clock.now_us()
-        us = lambda seconds: t0 + int(seconds * 1_000_000)  # noqa: E731
+        us = lambda seconds: t0 + int(seconds * 1_000_000)
         role = "out_answer" if h.answered else "out_cancel"
         ch = Channel("out", f"sofia/internal/{h.ext}@127.0.0.1", h.ext, h.client, ext=h.ext, created_us=t0,
                      uuid=h.uuid)

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import uuid as uuidlib
+
 import gevent
 
 from .agents import Agent
@@ -19,8 +21,6 @@ from .inbound import MALFORMED, InboundServer, Replay, job_uuid, load_replay
 from .outcalls import OutCall, OutCallHandle
 from .wire import Command, command_reply
 
-import uuid as uuidlib
-
 
 class FakeFreeSWITCH:
     def __init__(self, host: str = "127.0.0.1", esl_port: int = 0, password: str = "ClueCon",
@@ -29,7 +29,9 @@ class FakeFreeSWITCH:
         """esl_port 0 picks a free port (see .esl_address). `router` is where calls go unless
         place_call names another. `hold` makes the round-trip count causal (see session.py).
         `dialplan_after_socket`: FreeSWITCH seconds the dialplan's next action (voicemail) lasts
-        when a call comes back from the socket before the caller is hung up."""
+        when a call comes back from the socket before the caller is hung up. `keep_events`: how
+        many sent events .events() keeps; 0 for load runs (events nobody receives are then not
+        even rendered)."""
         self.clock = Clock(time_scale)
         self.bus = EventBus(self.clock, keep=keep_events)
         self.inbound = InboundServer(self, host, esl_port, password)
@@ -40,14 +42,13 @@ class FakeFreeSWITCH:
         self.channels: dict[str, Channel] = {}
         self.calls: list[CallHandle] = []
         self.out_calls: list[OutCallHandle] = []
-        self.call_events: dict[str, list] = {}
         self.sessions_since_startup = 0
         self.started_us = self.clock.now_us()
         self._greenlets: list[gevent.Greenlet] = []
         self._restarting: gevent.Greenlet | None = None
 
     # -- life ----------------------------------------------------------------------------------------
-    def start(self) -> "FakeFreeSWITCH":
+    def start(self) -> FakeFreeSWITCH:
         self.inbound.start()
         return self
 
@@ -57,7 +58,7 @@ class FakeFreeSWITCH:
         self.inbound.stop()
         gevent.killall([g for g in self._greenlets if not g.dead], block=True, timeout=2)
 
-    def __enter__(self) -> "FakeFreeSWITCH":
+    def __enter__(self) -> FakeFreeSWITCH:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -113,7 +113,7 @@ def _substitute(name: str, value: str, own_uuid: str, call: dict) -> str:
     value = value.replace(CORE_UUID, "⟨core_uuid⟩")
     if name == "variable_fsrouter_group":
         return "⟨group⟩"
-    for uuid, role in call.items():
+    for uuid in call:
         if uuid == "numbers":
             continue
         if uuid in value:

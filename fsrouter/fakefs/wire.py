@@ -20,7 +20,7 @@ GOODBYE = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\
 
 
 def _escape(match: re.Match) -> str:
-    return "".join("%%%02X" % byte for byte in match.group(0).encode("utf-8"))
+    return "".join(f"%{byte:02X}" for byte in match.group(0).encode("utf-8"))
 
 
 def fs_quote(value: str) -> str:
@@ -45,7 +45,7 @@ def auth_request() -> bytes:
 
 def command_reply(text: str, *extra: tuple[str, str]) -> bytes:
     lines = "".join(f"{k}: {v}\n" for k, v in extra)
-    return f"Content-Type: command/reply\nReply-Text: {text}\n{lines}\n".encode("utf-8")
+    return f"Content-Type: command/reply\nReply-Text: {text}\n{lines}\n".encode()
 
 
 def api_response(body: str | bytes) -> bytes:
@@ -65,7 +65,7 @@ def linger_notice(session_uuid: str, channel_name: str) -> bytes:
     """What a lingering outbound socket gets when its channel hangs up (Linger-Time -1: for ever)."""
     return (f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {session_uuid}\n"
             f"Content-Disposition: linger\nChannel-Name: {channel_name}\nLinger-Time: -1\n"
-            f"Content-Length: 0\n\n").encode("utf-8")
+            f"Content-Length: 0\n\n").encode()
 
 
 def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
@@ -76,7 +76,7 @@ def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
 class Command:
     """One command from a client: its first line, its header lines, its body, and the raw bytes."""
 
-    __slots__ = ("line", "headers", "body", "raw", "received_at")
+    __slots__ = ("body", "headers", "line", "raw", "received_at")
 
     def __init__(self, line: str, headers: dict[str, str], body: bytes, raw: bytes, received_at: float):
         self.line, self.headers, self.body, self.raw, self.received_at = line, headers, body, raw, received_at

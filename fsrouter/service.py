@@ -145,7 +145,6 @@ class Service:
         with self.store.transaction():
             for call in calls:
                 learned += self.store.record_call(call, settings) is not None
-        self.invalidate()
         return CallImport(calls=len(calls), learned=learned)
 
     def _call_from_row(self, line: int, row: dict, settings: Settings, agents) -> Call:

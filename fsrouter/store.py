@@ -230,11 +230,32 @@ class Store:
         self.db = db
         self.m = _models(db)
         self._upgrade()
-        binding = self.m.Binding
-        # The hot path: built once, so each call pays for one indexed query and nothing else.
-        self._bindings_sql, _ = (binding.select(binding.source, binding.agent, binding.at, binding.expires_at,
-                                                binding.why, binding.call_uuid)
-                                 .where(binding.client == "").sql())
+        self._prepare_statements()
+
+    def _prepare_statements(self) -> None:
+        """The statements of every call (route, then record and learn), written once.
+
+        peewee builds SQL afresh on each query, which costs more than SQLite takes to run it; these
+        run for every call, so they are built here, in SQL that SQLite (>= 3.24) and PostgreSQL share.
+        """
+        b, c = self.m.Binding, self.m.Call
+        table_b, table_c = f'"{b._meta.table_name}"', f'"{c._meta.table_name}"'
+        self._binding_columns = [b.client, b.source, b.agent, b.at, b.expires_at, b.why, b.call_uuid]
+        self._call_columns = [c.uuid, c.direction, c.client, c.agent, c.started_at, c.ended_at,
+                              c.talk_seconds, c.answered, c.group_name, c.answered_at, c.rung, c.route,
+                              c.outcome]
+        p = self.db.param
+        self._bindings_sql = (f'SELECT "source", "agent", "at", "expires_at", "why", "call_uuid" '
+                              f'FROM {table_b} WHERE "client" = {p}')
+        self._upsert_call_sql = _upsert_sql(table_c, self._call_columns, ["uuid"], p)
+        self._insert_learned_sql = (
+            f'INSERT INTO {table_b} ({_names(self._binding_columns)}) VALUES ({", ".join([p] * 7)}) '
+            f'ON CONFLICT ("client", "source") DO NOTHING')
+        # The compare-and-swap: replace the learned binding only if it is still the one we read.
+        self._swap_learned_sql = (
+            f'UPDATE {table_b} SET "agent" = {p}, "at" = {p}, "expires_at" = NULL, "why" = {p}, '
+            f'"call_uuid" = {p} WHERE "client" = {p} AND "source" = {p} AND "at" = {p} AND "agent" = {p} '
+            f'AND "why" = {p} AND ("call_uuid" = {p} OR ("call_uuid" IS NULL AND {p} IS NULL))')
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -506,22 +527,17 @@ class Store:
         return len(bindings)
 
     def _upsert_bindings(self, bindings) -> None:
-        # Hand-written multi-row upsert: peewee's query builder costs more per value than SQLite
-        # does, and a CRM import is a million rows. The statement is standard (SQLite >= 3.24, PG).
-        b = self.m.Binding
-        columns = [b.client, b.source, b.agent, b.at, b.expires_at, b.why, b.call_uuid]
-        names = ", ".join(f'"{c.column_name}"' for c in columns)
-        updates = ", ".join(f'"{c.column_name}" = EXCLUDED."{c.column_name}"' for c in columns[2:])
-        row_sql = "(" + ", ".join([self.db.param] * len(columns)) + ")"
-        to_db = b.at.db_value
+        # One multi-row statement per chunk: a CRM import is a million rows.
+        to_db = self.m.Binding.at.db_value
+        columns = self._binding_columns
         rows_per_statement = _MAX_PARAMS // len(columns)
         for chunk in pw.chunked(bindings, rows_per_statement):
             params = []
             for x in chunk:
                 params += (x.client, x.source, x.agent, to_db(x.at), to_db(x.expires_at), x.why, x.call_uuid)
-            self.db.execute_sql(
-                f'INSERT INTO "{b._meta.table_name}" ({names}) VALUES {", ".join([row_sql] * len(chunk))} '
-                f'ON CONFLICT ("client", "source") DO UPDATE SET {updates}', params)
+            sql = _upsert_sql(f'"{self.m.Binding._meta.table_name}"', columns, ["client", "source"],
+                              self.db.param, rows=len(chunk))
+            self.db.execute_sql(sql, params)
 
     # -- calls and learning ----------------------------------------------------------------------
     @_reconnects
@@ -530,12 +546,11 @@ class Store:
         call = _with_uuid(call)
         if call.direction not in DIRECTIONS:
             raise StoreError(f"bad call direction {call.direction!r}")
-        c = self.m.Call
-        row = {c.uuid: call.uuid, c.direction: call.direction, c.client: call.client, c.agent: call.agent,
-               c.started_at: call.started_at, c.ended_at: call.ended_at, c.talk_seconds: call.talk_seconds,
-               c.answered: bool(call.answered), c.group_name: call.group, c.answered_at: call.answered_at,
-               c.rung: ",".join(call.rung), c.route: call.route, c.outcome: call.outcome or ""}
-        c.insert(row).on_conflict(conflict_target=[c.uuid], preserve=list(row)[1:]).as_rowcount().execute()
+        to_db = self.m.Call.started_at.db_value
+        self.db.execute_sql(self._upsert_call_sql, (
+            call.uuid, call.direction, call.client, call.agent, to_db(call.started_at), to_db(call.ended_at),
+            float(call.talk_seconds), bool(call.answered), call.group, to_db(call.answered_at),
+            ",".join(call.rung), call.route, call.outcome or ""))
         return call
 
     def calls(self, since: datetime | None = None, client: str | None = None,
@@ -577,19 +592,16 @@ class Store:
         raise StoreError(f"could not record the binding of {call.client}: it kept changing under us")
 
     def _swap_learned(self, current: Binding | None, new: Binding) -> bool:
-        b = self.m.Binding
-        values = {b.agent: new.agent, b.at: new.at, b.expires_at: None, b.why: new.why,
-                  b.call_uuid: new.call_uuid}
+        to_db = self.m.Binding.at.db_value
         if current is None:
-            inserted = (b.insert({b.client: new.client, b.source: AUTO, **values})
-                        .on_conflict_ignore().as_rowcount().execute())
-            return inserted == 1
-        same_uuid = b.call_uuid.is_null() if current.call_uuid is None else (b.call_uuid == current.call_uuid)
-        updated = (b.update(values)
-                   .where(b.client == new.client, b.source == AUTO, b.at == current.at,
-                          b.agent == current.agent, b.why == current.why, same_uuid)
-                   .execute())
-        return updated == 1
+            cursor = self.db.execute_sql(self._insert_learned_sql, (
+                new.client, AUTO, new.agent, to_db(new.at), None, new.why, new.call_uuid))
+        else:
+            cursor = self.db.execute_sql(self._swap_learned_sql, (
+                new.agent, to_db(new.at), new.why, new.call_uuid,
+                new.client, AUTO, to_db(current.at), current.agent, current.why,
+                current.call_uuid, current.call_uuid))
+        return cursor.rowcount == 1
 
     @_reconnects
     def record_call(self, call: Call, settings: Settings) -> Binding | None:
@@ -607,6 +619,19 @@ def _with_uuid(call: Call) -> Call:
     key = "|".join((call.direction, call.client or "", call.agent or "", call.started_at.isoformat(),
                     call.ended_at.isoformat(), repr(float(call.talk_seconds)), str(bool(call.answered))))
     return replace(call, uuid=str(uuid.uuid5(_CALL_NAMESPACE, key)))
+
+
+def _names(columns) -> str:
+    return ", ".join(f'"{column.column_name}"' for column in columns)
+
+
+def _upsert_sql(table: str, columns, conflict: list[str], param: str, rows: int = 1) -> str:
+    values = ", ".join(["(" + ", ".join([param] * len(columns)) + ")"] * rows)
+    updates = ", ".join(f'"{c.column_name}" = EXCLUDED."{c.column_name}"' for c in columns
+                        if c.column_name not in conflict)
+    targets = ", ".join(f'"{name}"' for name in conflict)
+    return (f"INSERT INTO {table} ({_names(columns)}) VALUES {values} "
+            f"ON CONFLICT ({targets}) DO UPDATE SET {updates}")
 
 
 def _group(row) -> Group:

@@ -317,6 +317,9 @@ def binding_set(app, client, ext, expires):
     made = app.store.set_manual_binding(app.service.normalize(client), ext, now, expires_at=expires_at)
     until = f" until {_iso(made.expires_at)}" if made.expires_at else ""
     click.echo(f"bound {made.client} to {made.agent}{until}")
+    if not app.store.agents()[ext].enabled:
+        log.warning("binding.agent_disabled", agent=ext,
+                    detail="the binding routes only once the agent is enabled again")
 
 
 @binding.command("show", epilog=_example("fsrouter binding show 0501234567 --json"))

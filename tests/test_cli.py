@@ -257,6 +257,14 @@ def test_binding_set_show_and_rm(office):
     assert json.loads(ok(office("binding", "show", CLIENT, "--json")))["bindings"] == []
 
 
+def test_binding_set_to_a_disabled_agent_warns_on_stderr(office):
+    ok(office("agent", "disable", "1001"))
+    result = office("binding", "set", "0501234567", "1001")
+    assert result.exit_code == 0 and "bound +380501234567 to 1001" in result.stdout
+    assert "binding.agent_disabled" in result.stderr and "warning" in result.stderr
+    assert office("binding", "set", "0501234567", "1002").stderr == ""
+
+
 def test_binding_rm_learned_or_manual_only(office, tmp_path):
     ok(office("binding", "set", CLIENT, "1001"))
     ok(

@@ -26,8 +26,8 @@ STICKY_SCOPES = (SCOPE_ANY, SCOPE_MEMBERS)
 
 # An extension is what a sysadmin types and what goes into a dial string, so it is kept to
 # characters that mean nothing to FreeSWITCH's dial-string or API syntax.
-EXTENSION_RE = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
-GROUP_NAME_RE = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+EXTENSION_RE = re.compile(r"\A[0-9A-Za-z_.-]{1,32}\Z")
+GROUP_NAME_RE = re.compile(r"\A[0-9A-Za-z_.-]{1,64}\Z")
 
 
 def default_dial_string(ext: str) -> str:

@@ -62,7 +62,13 @@ def normalize(raw: str, region: str) -> str:
             parsed = _parse(text, region) or _parse("+" + digits, None)
     if parsed is None:
         raise NotAClient(f"{text!r} is not a possible phone number for region {region}")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    # A client's number must read back as itself, or one client would drift into several
+    # (phonenumbers reads zeros after some country codes as a national prefix).
+    again = _parse(e164, None)
+    if again is None or phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164:
+        raise NotAClient(f"{text!r} has no stable international form")
+    return e164
 
 
 def client_or_none(raw: str | None, region: str) -> str | None:

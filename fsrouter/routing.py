@@ -19,6 +19,7 @@ REASONS = {
     "agent_disabled": "the bound agent is disabled",
     "agent_unknown": "the bound agent no longer exists",
     "outside_scope": "the bound agent is not a member of this group",
+    "database_unavailable": "the bindings could not be read in time; the group rings",
 }
 
 

@@ -120,7 +120,7 @@ def test_plan_reason_mode():
 
 def test_every_reason_is_described():
     assert set(REASONS) == {"manual", "auto", "not_a_client", "no_binding", "mode", "expired",
-                            "agent_disabled", "agent_unknown", "outside_scope"}
+                            "agent_disabled", "agent_unknown", "outside_scope", "database_unavailable"}
     assert all(REASONS.values())
 
 

@@ -8,7 +8,7 @@ daemon reads through greenswitch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 
 @dataclass
@@ -93,21 +93,3 @@ def event_headers(frame: Frame) -> dict[str, str]:
     if rest:
         headers["_body"] = rest.decode("utf-8", "replace")
     return headers
-
-
-def encode_event(headers: dict[str, str], body: bytes = b"") -> bytes:
-    """A text/event-plain frame as FreeSWITCH writes it: url-encoded values, then the body."""
-    lines = []
-    for name, value in headers.items():
-        lines.append(f"{name}: {quote(str(value), safe='')}\n")
-    if body:
-        lines.append(f"Content-Length: {len(body)}\n")
-    inner = ("".join(lines) + "\n").encode() + body
-    return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(inner) + inner
-
-
-def encode_frame(headers: dict[str, str], body: bytes = b"") -> bytes:
-    lines = "".join(f"{k}: {v}\n" for k, v in headers.items())
-    if body:
-        lines += f"Content-Length: {len(body)}\n"
-    return (lines + "\n").encode() + body

@@ -171,6 +171,8 @@ class Daemon:
         # Calls that ended during the drain still send their last events: give them a moment.
         gevent.sleep(0.2)
         self.listener.stop()
+        for call in self.tracker.flush():  # calls still waiting for a lost hang-up
+            self.writer.put(call)
         self.writer.stop(timeout=10.0)
         log.info("daemon.stopped", calls_written=self.writer.written, pending=len(self.writer.pending))
         self.stopped.set()

@@ -36,8 +36,15 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream=None) -> No
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(_quiet_greenswitch)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     # greenswitch reports every call's start and end at INFO; that is our job, at our level.
     logging.getLogger("peewee").setLevel(logging.WARNING)
+
+
+def _quiet_greenswitch(record: logging.LogRecord) -> bool:
+    # greenswitch logs each call's start and end at INFO on the root logger, without the call's
+    # uuid; fsrouter logs the same moments itself. Its warnings and errors still pass.
+    return not (record.levelno < logging.WARNING and record.pathname.endswith("greenswitch/esl.py"))

@@ -64,31 +64,42 @@ class CallRouter:
         del self.stats.decision_seconds[:-10000]
         if plan is None or (plan.sticky is None and not plan.fallback):
             bound.info("call.no_route", reason=plan.reason if plan else "no_plan")
-            self._set_route(session, plan, "none", wait=True)
+            with session.pipelined():
+                session.send_nowait("myevents")
+                done = self._set_route(session, plan, "none")
+            session.wait(done, REPLY_TIMEOUT)
             self.stats.returned_to_dialplan += 1
             return
         bound.info("call.route", client=plan.client, group=plan.group, agent=plan.agent,
                    source=plan.source, reason=plan.reason,
                    decision_ms=round((decided - started) * 1000, 3))
 
-        session.send_nowait("myevents")
         first = "sticky" if plan.sticky else "fallback"
-        self._set_route(session, plan, first)
-        session.execute_nowait("ring_ready")
-        if plan.sticky:
-            if self._bridge(session, leg_string(plan.sticky), bound, "sticky"):
-                self.stats.sticky_answered += 1
-                return
-            if not plan.fallback:
-                self._finish_unanswered(session, bound)
-                return
-            session.execute_nowait("set", "fsrouter_route=fallback")
-        if self._bridge(session, bridge_args(plan.fallback, plan.strategy), bound, "fallback"):
-            self.stats.fallback_answered += 1
+        first_legs = (leg_string(plan.sticky) if plan.sticky
+                      else bridge_args(plan.fallback, plan.strategy))
+        # Nothing before the first bridge is waited for: one write, and the agent's phone rings.
+        with session.pipelined():
+            session.send_nowait("myevents")
+            self._set_route(session, plan, first)
+            session.execute_nowait("ring_ready")
+            first_bridge = session.execute_nowait("bridge", first_legs)
+        if self._bridge_result(session, first_bridge, bound, first):
+            self._count_answer(first)
             return
+        if plan.sticky and plan.fallback:
+            session.execute_nowait("set", "fsrouter_route=fallback")
+            if self._bridge(session, bridge_args(plan.fallback, plan.strategy), bound, "fallback"):
+                self._count_answer("fallback")
+                return
         self._finish_unanswered(session, bound)
 
-    def _set_route(self, session: RouterSession, plan: RoutePlan | None, route: str, wait=False) -> None:
+    def _count_answer(self, leg: str) -> None:
+        if leg == "sticky":
+            self.stats.sticky_answered += 1
+        else:
+            self.stats.fallback_answered += 1
+
+    def _set_route(self, session: RouterSession, plan: RoutePlan | None, route: str):
         variables = {
             # Without continue_on_fail a failed bridge hangs up the caller (see the captures).
             "continue_on_fail": "true",
@@ -98,12 +109,12 @@ class CallRouter:
             "fsrouter_route": route,
             "fsrouter_reason": plan.reason if plan else "no_plan",
         }
-        done = session.execute_nowait("multiset", multiset_args(variables))
-        if wait:
-            session.wait(done, REPLY_TIMEOUT)
+        return session.execute_nowait("multiset", multiset_args(variables))
 
     def _bridge(self, session: RouterSession, args: str, bound, leg: str) -> bool:
-        done = session.execute_nowait("bridge", args)
+        return self._bridge_result(session, session.execute_nowait("bridge", args), bound, leg)
+
+    def _bridge_result(self, session: RouterSession, done, bound, leg: str) -> bool:
         complete = session.wait(done, MAX_CALL_SECONDS)
         disposition = complete.get("variable_originate_disposition")
         bound.info("call.bridge_done", leg=leg, disposition=disposition,
@@ -112,7 +123,8 @@ class CallRouter:
 
     def _finish_unanswered(self, session: RouterSession, bound) -> None:
         # Back to the dialplan: its next action (voicemail, a queue) runs when we close the socket.
-        session.execute_nowait("set", "fsrouter_route=none")
+        # The variable must be set before the socket closes, so this one is waited for.
+        session.wait(session.execute_nowait("set", "fsrouter_route=none"), REPLY_TIMEOUT)
         self.stats.returned_to_dialplan += 1
         bound.info("call.unanswered", next="dialplan")
 

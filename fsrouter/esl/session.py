@@ -9,6 +9,7 @@ does.
 from __future__ import annotations
 
 import uuid as uuidlib
+from contextlib import contextmanager
 
 import gevent
 from gevent.event import AsyncResult
@@ -24,7 +25,18 @@ class RouterSession(OutboundSession):
 
     def __init__(self, client_address, sock):
         self._completions: dict[str, AsyncResult] = {}
+        self._corked: list[bytes] | None = None
         super().__init__(client_address, sock)
+
+    @contextmanager
+    def pipelined(self):
+        """Commands sent inside go out in one write, so FreeSWITCH reads them as one batch."""
+        self._corked = []
+        try:
+            yield
+        finally:
+            batch, self._corked = b"".join(self._corked), None
+            self._write(batch)
 
     # -- sending -------------------------------------------------------------------------------
     def send_nowait(self, data: str) -> AsyncResult:
@@ -33,12 +45,20 @@ class RouterSession(OutboundSession):
             raise SessionGone()
         reply = AsyncResult()
         self._commands_sent.append(reply)
-        try:
-            self.sock.sendall((data + "\n\n").encode("utf-8"))
-        except OSError as exc:
-            self._commands_sent.remove(reply)
-            raise SessionGone() from exc
+        raw = (data + "\n\n").encode("utf-8")
+        if self._corked is not None:
+            self._corked.append(raw)
+        else:
+            self._write(raw)
         return reply
+
+    def _write(self, raw: bytes) -> None:
+        if not raw:
+            return
+        try:
+            self.sock.sendall(raw)
+        except OSError as exc:
+            raise SessionGone() from exc
 
     def execute_nowait(self, app: str, arg: str | None = None) -> AsyncResult:
         """sendmsg execute; the result is set by the application's CHANNEL_EXECUTE_COMPLETE."""

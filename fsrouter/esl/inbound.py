@@ -32,12 +32,13 @@ class ListenerStats:
     failures: int = 0
     events: int = 0
     handler_errors: int = 0
+    broken_streams: int = 0
 
 
 class EventListener:
     def __init__(self, host: str, port: int, password: str, on_event: Callable[[dict], None],
                  on_connect: Callable[[], None] = lambda: None,
-                 backoff_min: float = 0.5, backoff_max: float = 30.0):
+                 backoff_min: float = 0.1, backoff_max: float = 30.0):
         self.host, self.port = host, port
         self._password = password
         self.on_event = on_event
@@ -76,7 +77,7 @@ class EventListener:
                 delay = self.backoff_min
                 self.connected.set()
                 self.on_connect()
-                while self._running and self._conn is not None and self._conn.connected:
+                while self._running and self._healthy():
                     gevent.sleep(0.2)
             except (OSError, gevent.Timeout, ValueError, NotConnectedError) as exc:
                 self.stats.failures += 1
@@ -92,6 +93,19 @@ class EventListener:
             self.stats.reconnects += 1
             gevent.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, self.backoff_max)
+
+    def _healthy(self) -> bool:
+        conn = self._conn
+        if conn is None or not conn.connected:
+            return False
+        # A frame greenswitch cannot read kills its reader greenlet without marking the
+        # connection down: the stream is out of step from there, so start a fresh one.
+        reader = conn._receive_events_greenlet
+        if reader is not None and reader.dead:
+            self.stats.broken_streams += 1
+            log.warning("listener.stream_broken", host=self.host, port=self.port)
+            return False
+        return True
 
     def _connect(self) -> None:
         conn = InboundESL(self.host, self.port, self._password, timeout=COMMAND_TIMEOUT)

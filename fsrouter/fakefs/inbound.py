@@ -52,7 +52,7 @@ EVENT_NAMES = {
 MALFORMED = {
     "garbage": (b"Content-Length: 43\nContent-Type: text/event-plain\n\n"
                 b"this line has no colon\nEvent-Name CHANNEL\n\n"),
-    "no_event_name": b"Content-Length: 24\nContent-Type: text/event-plain\n\nUnique-ID: not-a-uuid\n\n",
+    "no_event_name": b"Content-Length: 23\nContent-Type: text/event-plain\n\nUnique-ID: not-a-uuid\n\n",
     "unknown_type": b"Content-Type: text/unknown-thing\nContent-Length: 5\n\nhello",
     "bad_length": b"Content-Type: text/event-plain\nContent-Length: abc\n\n",
 }

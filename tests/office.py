@@ -40,13 +40,7 @@ class Office:
         return handle
 
     def settle(self, timeout: float = 5.0) -> None:
-        """Until every finished call's events reached the store."""
-        with gevent.Timeout(timeout, False):
-            while True:
-                gevent.sleep(0.05)
-                if not self.daemon.writer.pending and not self.daemon.tracker.stats.open:
-                    gevent.sleep(0.05)
-                    return
+        settle(self.daemon, timeout)
 
     def binding(self, client: str, source: str = "auto"):
         binding = self.store.bindings_for(client).get(source)
@@ -56,3 +50,13 @@ class Office:
         self.daemon.stop()
         self.fake.stop()
         self.store.close()
+
+
+def settle(daemon: Daemon, timeout: float = 5.0) -> None:
+    """Until every finished call's events reached the store."""
+    with gevent.Timeout(timeout, False):
+        while True:
+            gevent.sleep(0.05)
+            if not daemon.writer.pending and not daemon.tracker.stats.open:
+                gevent.sleep(0.05)
+                return

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import gevent
 import structlog
+from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from ..model import RoutePlan
@@ -138,7 +139,9 @@ class OutboundServer:
         self.stats = router.stats
         self.allowed = [ipaddress.ip_network(p, strict=False) for p in allowed_peers]
         self.max_calls = max_calls
-        self.server = StreamServer((host, port), self._handle, backlog=1024)
+        # A pool, so stop() can wait for the calls in flight (without one gevent does not).
+        self.calls = Pool()
+        self.server = StreamServer((host, port), self._handle, backlog=1024, spawn=self.calls)
 
     @property
     def address(self) -> tuple[str, int]:

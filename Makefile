@@ -8,11 +8,11 @@ CONFIG_DIR ?= /etc/fsrouter
 
 .PHONY: venv dev test lint bench install uninstall clean
 
-venv: $(BIN)/fsrouter
+venv: $(VENV)/.test-deps
 
-$(BIN)/fsrouter: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+# A stamp, not the fsrouter script: the README's first command makes a venv without the test tools.
+$(VENV)/.test-deps: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 

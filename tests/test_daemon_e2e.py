@@ -231,3 +231,22 @@ def test_peer_not_in_allowed_peers_is_refused(tmp_path):
         assert office.daemon.outbound_stats.refused_peers == 1
     finally:
         office.close()
+
+
+def test_sighup_reload_reads_the_config_file_again_and_drops_caches(office, tmp_path):
+    path = tmp_path / "fsrouter.toml"
+    path.write_text(f'database = "{office.url}"\ndecision_budget = 0.05\nlog_level = "warning"\n')
+    path.chmod(0o600)
+    office.store.add_agent("1005", "New", dial_string="user/1005@127.0.0.1", groups=["sales"])
+    office.daemon.reload(str(path))
+    assert office.daemon.config.decision_budget == 0.05
+    assert "1005" in office.daemon.service.agents()
+
+
+def test_bad_config_on_reload_keeps_the_running_config(office, tmp_path):
+    path = tmp_path / "fsrouter.toml"
+    path.write_text("no_such_key = 1\n")
+    path.chmod(0o600)
+    before = office.daemon.config
+    office.daemon.reload(str(path))
+    assert office.daemon.config is before

@@ -113,6 +113,7 @@ def test_nobody_answers_hands_the_call_back_to_the_dialplan(office):
     assert len(call.bridges) == 2
     assert call.returned_to_dialplan
     assert call.variables["fsrouter_route"] == "none"
+    assert call.variables["fsrouter_nobody_answered"] == "true"
     record = office.store.calls(client=CLIENT_E164)[0]
     assert record.outcome == "missed" and record.agent is None
 
@@ -131,6 +132,8 @@ def test_unknown_group_hands_the_call_back_to_the_dialplan(office):
     call = office.call(CLIENT, group="no-such-group")
     assert call.bridges == []
     assert call.returned_to_dialplan
+    # Nobody rang: the dialplan must ring the group itself.
+    assert "fsrouter_nobody_answered" not in call.variables
 
 
 HOSTILE = [

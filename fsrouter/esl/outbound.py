@@ -124,8 +124,11 @@ class CallRouter:
 
     def _finish_unanswered(self, session: RouterSession, bound) -> None:
         # Back to the dialplan: its next action (voicemail, a queue) runs when we close the socket.
-        # The variable must be set before the socket closes, so this one is waited for.
-        session.wait(session.execute_nowait("set", "fsrouter_route=none"), REPLY_TIMEOUT)
+        # fsrouter_nobody_answered tells the dialplan the group has rung already (so it goes to
+        # voicemail rather than ringing everyone again). Set before the socket closes: waited for.
+        done = session.execute_nowait("multiset", multiset_args({"fsrouter_route": "none",
+                                                                 "fsrouter_nobody_answered": "true"}))
+        session.wait(done, REPLY_TIMEOUT)
         self.stats.returned_to_dialplan += 1
         bound.info("call.unanswered", next="dialplan")
 

@@ -68,7 +68,8 @@ class FrameReader:
             return None
         headers = parse_headers(bytes(buf[:end]))
         length_text = headers.get("Content-Length", "0")
-        if not length_text.isdigit() or int(length_text) > self.MAX_BODY:
+        # isdigit() alone takes "²" (which int() refuses) and other scripts' digits.
+        if not (length_text.isascii() and length_text.isdigit()) or int(length_text) > self.MAX_BODY:
             raise FrameError(f"bad Content-Length {length_text[:20]!r}")
         length = int(length_text)
         if len(buf) < end + 2 + length:

@@ -15,6 +15,23 @@ import gevent
 from gevent.event import AsyncResult
 from greenswitch.esl import NotConnectedError, OutboundSession, OutboundSessionHasGoneAway
 
+from .headers import parse_headers
+
+# The events of its own channel that a session reads; `myevents` sends some twenty per call, each
+# 5-10 KB, and only these are parsed and handled (greenswitch's own hang-up hook included).
+_WANTED = frozenset({"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP"})
+_EVENT_NAME = "Event-Name: "
+
+
+def _event_name(body: str) -> str | None:
+    """The Event-Name of an event-plain body without parsing the rest; None when unsure."""
+    at = body.find(_EVENT_NAME)
+    if at < 0 or (at and body[at - 1] != "\n"):
+        return None
+    end = body.find("\n", at)
+    name = body[at + len(_EVENT_NAME):end if end >= 0 else None].strip()
+    return None if "%" in name else name
+
 
 class SessionGone(Exception):
     """The caller hung up or FreeSWITCH closed the socket."""
@@ -90,6 +107,19 @@ class RouterSession(OutboundSession):
             raise SessionGone() from exc
 
     # -- greenswitch hooks ---------------------------------------------------------------------
+    def handle_event(self, event) -> None:
+        """greenswitch's reader, minus the events of the channel that nobody here reads."""
+        headers = event.headers
+        if headers.get("Content-Type") != "text/event-plain":
+            super().handle_event(event)
+            return
+        body = self._read_socket(self.sock_file, int(headers["Content-Length"]))
+        name = _event_name(body)
+        if name is not None and name not in _WANTED:
+            return
+        headers.update(parse_headers(body))
+        self._esl_event_queue.put(event)
+
     def after_handle(self, event) -> None:
         headers = event.headers
         if headers.get("Event-Name") != "CHANNEL_EXECUTE_COMPLETE":

@@ -11,6 +11,7 @@ from collections import deque
 import gevent
 import gevent.event
 import gevent.lock
+import peewee
 import structlog
 
 from . import esl  # noqa: F401  (greenswitch header fix)
@@ -28,20 +29,31 @@ log = structlog.get_logger("fsrouter.daemon")
 
 
 class CallWriter:
-    """Writes finished calls through the service, keeping them while the database is away."""
+    """Writes finished calls through the service, keeping them while the database is away.
 
-    def __init__(self, service: Service, db_lock, max_pending: int = 200_000):
+    Group commit: the calls that finished meanwhile are written in one transaction (at most
+    `batch` of them, so the loop, which routes calls too, is never held for long), at most
+    `max_delay` seconds after the first of them finished. A call leaves `pending` only once its
+    transaction committed; stop() writes whatever is left.
+    """
+
+    def __init__(self, service: Service, db_lock, max_pending: int = 200_000, batch: int = 16,
+                 max_delay: float = 0.05):
         self.service = service
         self.db_lock = db_lock
         self.pending: deque[Call] = deque()
         self.max_pending = max_pending
+        self.batch = batch
+        self.max_delay = max_delay
         self.written = 0
+        self.commits = 0
         self.dropped = 0
         self.failures = 0
         self.bindings_changed = 0
         self._wake = gevent.event.Event()
         self._greenlet = None
         self._running = False
+        self._failing = False
 
     def put(self, call: Call) -> None:
         if len(self.pending) >= self.max_pending:
@@ -65,7 +77,7 @@ class CallWriter:
 
     def flush(self, timeout: float = 5.0) -> bool:
         with gevent.Timeout(timeout, False):
-            while self.pending and self._write_one():
+            while self.pending and self._write_batch():
                 pass
         return not self.pending
 
@@ -76,29 +88,49 @@ class CallWriter:
                 self._wake.clear()
                 self._wake.wait(1.0)
                 continue
-            if self._write_one():
+            if len(self.pending) < self.batch:
+                gevent.sleep(self.max_delay)  # let the calls finishing now join this commit
+            if self._write_batch():
                 delay = 0.1
+                gevent.sleep(0)  # routing goes first between two commits
             else:
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _write_one(self) -> bool:
-        call = self.pending[0]
+    def _write_batch(self) -> bool:
+        # After a failure, one call at a time: the calls before one that cannot be written get in.
+        size = 1 if self._failing else self.batch
+        calls = [self.pending[i] for i in range(min(size, len(self.pending)))]
+        store = self.service.store
         try:
             with self.db_lock:
-                binding = self.service.record_call(call)
+                with store.transaction():
+                    learned = [self.service.record_call(call) for call in calls]
         except Exception as exc:
             self.failures += 1
-            log.warning("calls.write_failed", uuid=call.uuid, error=str(exc)[:200], pending=len(self.pending))
+            self._failing = True
+            if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)) and not store.is_sqlite:
+                # As the store does outside a transaction: a dead server connection is dropped so
+                # the next attempt opens a fresh one.
+                try:
+                    store.db.close()
+                except peewee.PeeweeException:
+                    pass
+            log.warning("calls.write_failed", uuid=calls[0].uuid, calls=len(calls), error=str(exc)[:200],
+                        pending=len(self.pending))
             return False
-        self.pending.popleft()
-        self.written += 1
-        log.info("call.recorded", uuid=call.uuid, direction=call.direction, client=call.client,
-                 agent=call.agent, talk_seconds=call.talk_seconds, outcome=call.outcome)
-        if binding is not None:
-            self.bindings_changed += 1
-            log.info("binding.learned", uuid=call.uuid, client=binding.client, agent=binding.agent,
-                     why=binding.why)
+        self.commits += 1
+        self._failing = False
+        for call, binding in zip(calls, learned):
+            if self.pending and self.pending[0] is call:  # put() may have dropped it meanwhile
+                self.pending.popleft()
+            self.written += 1
+            log.info("call.recorded", uuid=call.uuid, direction=call.direction, client=call.client,
+                     agent=call.agent, talk_seconds=call.talk_seconds, outcome=call.outcome)
+            if binding is not None:
+                self.bindings_changed += 1
+                log.info("binding.learned", uuid=call.uuid, client=binding.client, agent=binding.agent,
+                         why=binding.why)
         return True
 
 

@@ -475,6 +475,88 @@ def calls_list(app, since, client, limit, as_json):
              c.route or "") for c in found])
 
 
+# -- missed calls and reports -----------------------------------------------------------------
+
+def _missed_rows(app, start):
+    rows = app.store.missed_call_rows(since=start)
+    return rows, app.store.bindings_of({c.client for c in rows})
+
+
+def _missed_dict(row) -> dict:
+    after = row.callback_after
+    return {"bound_agent": row.bound_agent, "client": row.client, "uuid": row.call.uuid,
+            "missed_at": _iso(row.call.started_at), "group": row.call.group, "rung": list(row.call.rung),
+            "sticky_agent": row.call.sticky_agent, "open": row.is_open, "closed_by": row.closed_by,
+            "callback_agent": row.callback_agent, "callback_at": _iso(row.callback_at),
+            "callback_uuid": row.closing_call.uuid if row.closing_call else None,
+            "client_answered": row.client_answered,
+            "callback_after_seconds": after.total_seconds() if after is not None else None}
+
+
+@calls.command("missed", epilog=_example("fsrouter calls missed --open", "fsrouter calls missed --since 1d --json"))
+@click.option("--open", "only_open", is_flag=True, help="Only those nobody has called back yet.")
+@click.option("--since", default="7d", show_default=True, metavar="DURATION|ISO",
+              help="Only calls missed since then (1d, or 2024-05-01T00:00Z).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def calls_missed(app, only_open, since, as_json):
+    """Inbound calls nobody answered, and who called back after how long; bound agent first."""
+    from .missed import missed_calls
+    from .report_html import human_duration
+
+    start = _since(since, datetime.now(UTC))
+    rows_in, bindings = _missed_rows(app, start)
+    rows = missed_calls(rows_in, bindings, since=start, only_open=only_open)
+    if as_json:
+        return _echo_json([_missed_dict(r) for r in rows])
+    states = {"callback": "called back", "answered_again": "called again, answered"}
+    _table(("BOUND AGENT", "CLIENT", "MISSED AT", "GROUP", "STATE", "BY", "AFTER", "CLIENT ANSWERED"),
+           [(r.bound_agent or "-", r.client, _iso(r.call.started_at), r.call.group or "",
+             "open" if r.is_open else states.get(r.closed_by, r.closed_by), r.callback_agent or "",
+             human_duration(r.callback_after.total_seconds()) if r.callback_after is not None else "",
+             "" if r.is_open else ("yes" if r.client_answered else "no")) for r in rows])
+
+
+@main.command("report", epilog=_example("fsrouter report --since 7d", "fsrouter report --group sales --html report.html"))
+@click.option("--since", default="7d", show_default=True, metavar="DURATION|ISO",
+              help="The period: calls since then (7d, or 2024-05-01T00:00Z).")
+@click.option("--group", "group_name", metavar="G", help="Only calls to this group.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--html", "html_file", metavar="FILE", help="Also write a self-contained HTML page with charts.")
+@pass_app
+def report_command(app, since, group_name, as_json, html_file):
+    """Per agent and in total: offered, answered, sticky hit rate, fallbacks, rebinds, missed, callbacks."""
+    from . import report as reporting
+    from . import report_html
+    from .missed import missed_calls
+
+    if group_name is not None and group_name not in app.store.groups():
+        raise ValueError(f"unknown group {group_name!r}")
+    start = _since(since, datetime.now(UTC))
+    rows_in, bindings = _missed_rows(app, start)
+    agents = [ext for ext, a in app.store.agents().items() if group_name is None or group_name in a.groups]
+    result = reporting.build(app.store.calls(since=start), missed_calls(rows_in, bindings, since=start),
+                             app.store.binding_changes(since=start), since=start, group=group_name,
+                             agents=agents)
+    if html_file:
+        with open(html_file, "w", encoding="utf-8") as handle:
+            handle.write(report_html.render(result))
+    if as_json:
+        return _echo_json(result.as_dict())
+    percent = lambda v: f"{v * 100:.0f}%" if v is not None else "-"  # noqa: E731
+    seconds = lambda v: report_html.human_duration(v) if v is not None else "-"  # noqa: E731
+    _table(("AGENT", "OFFERED", "ANSWERED", "STICKY", "STICKY ANSWERED", "HIT RATE", "FALLBACKS", "REBINDS IN",
+            "REBINDS OUT", "MISSED", "CALLED BACK", "CALLBACKS MADE", "CALLBACK MEDIAN", "CALLBACK P90"),
+           [(f.agent, f.offered, f.answered, f.sticky_attempts, f.sticky_answered, percent(f.hit_rate), f.fallbacks,
+             f.rebinds_in, f.rebinds_out, f.missed, f.called_back, f.callbacks_made,
+             seconds(f.callback_median_s), seconds(f.callback_p90_s)) for f in result.agents + [result.total]])
+    if result.rebinds:
+        click.echo("")
+        _table(("REBOUND FROM", "TO", "CLIENTS"), [(r.from_agent, r.to_agent, r.count) for r in result.rebinds])
+    if html_file:
+        click.echo(f"\nwrote {html_file}")
+
+
 # -- the decision ------------------------------------------------------------------------------
 
 @main.command(epilog=_example("fsrouter route 0501234567 --group sales",

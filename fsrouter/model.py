@@ -91,6 +91,7 @@ class Call:
     rung: tuple[str, ...] = ()  # agents whose phones rang, in order
     route: str | None = None  # sticky | fallback | none, when fsrouter routed the call
     outcome: str = ""  # answered | missed | abandoned | hangup cause
+    sticky_agent: str | None = None  # whose sticky leg rang first (fsrouter_agent), when one did
 
 
 @dataclass(frozen=True)

@@ -155,13 +155,28 @@ def _models(db: pw.Database) -> SimpleNamespace:
         rung = pw.TextField(default="")  # comma-separated extensions, in ring order
         route = pw.TextField(null=True)
         outcome = pw.TextField(default="")
+        sticky_agent = pw.TextField(null=True)  # added by migration 2 (callbacks and rebinds)
 
         class Meta:
             table_name = "call_record"
             indexes = ((("client", "started_at"), False),)
 
+    class BindingHistoryRow(Base):
+        # Each change of a client's learned agent, written with the change (see Store.learn).
+        id = pw.AutoField()
+        client = pw.TextField()
+        from_agent = pw.TextField(null=True)  # None: the client had no learned binding
+        to_agent = pw.TextField()
+        at = UTCDateTimeField(index=True)  # when the call that made the change ended
+        call_uuid = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "binding_history"
+
+
     return SimpleNamespace(SchemaVersion=SchemaVersion, Setting=SettingRow, Agent=AgentRow, Group=GroupRow,
-                           Member=MemberRow, Binding=BindingRow, Call=CallRow)
+                           Member=MemberRow, Binding=BindingRow, Call=CallRow,
+                           BindingHistory=BindingHistoryRow)
 
 
 # -- migrations --------------------------------------------------------------------------------
@@ -173,8 +188,18 @@ def _v1_initial(db, migrator, m):
     db.create_tables([m.Setting, m.Agent, m.Group, m.Member, m.Binding, m.Call], safe=True)
 
 
+def _v2_callbacks_and_rebinds(db, migrator, m):
+    # Idempotent: a database made by step 1 from today's models already has the column.
+    if "sticky_agent" not in {c.name for c in db.get_columns("call_record")}:
+        from playhouse.migrate import migrate
+
+        migrate(migrator.add_column("call_record", "sticky_agent", pw.TextField(null=True)))
+    db.create_tables([m.BindingHistory], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
+    (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
 ]
 
 
@@ -243,7 +268,7 @@ class Store:
         self._binding_columns = [b.client, b.source, b.agent, b.at, b.expires_at, b.why, b.call_uuid]
         self._call_columns = [c.uuid, c.direction, c.client, c.agent, c.started_at, c.ended_at,
                               c.talk_seconds, c.answered, c.group_name, c.answered_at, c.rung, c.route,
-                              c.outcome]
+                              c.outcome, c.sticky_agent]
         p = self.db.param
         self._bindings_sql = (f'SELECT "source", "agent", "at", "expires_at", "why", "call_uuid" '
                               f'FROM {table_b} WHERE "client" = {p}')
@@ -550,7 +575,7 @@ class Store:
         self.db.execute_sql(self._upsert_call_sql, (
             call.uuid, call.direction, call.client, call.agent, to_db(call.started_at), to_db(call.ended_at),
             float(call.talk_seconds), bool(call.answered), call.group, to_db(call.answered_at),
-            ",".join(call.rung), call.route, call.outcome or ""))
+            ",".join(call.rung), call.route, call.outcome or "", call.sticky_agent))
         return call
 
     def calls(self, since: datetime | None = None, client: str | None = None,
@@ -564,11 +589,49 @@ class Store:
             query = query.where(c.client == client)
         if limit is not None:
             query = query.limit(limit)
-        return [Call(direction=r.direction, client=r.client, agent=r.agent, started_at=r.started_at,
-                     ended_at=r.ended_at, talk_seconds=r.talk_seconds, answered=bool(r.answered), uuid=r.uuid,
-                     group=r.group_name, answered_at=r.answered_at,
-                     rung=tuple(x for x in (r.rung or "").split(",") if x), route=r.route, outcome=r.outcome)
-                for r in query]
+        return [_call(r) for r in query]
+
+    @_reconnects
+    def missed_call_rows(self, since: datetime | None = None) -> list[Call]:
+        """What missed.missed_calls needs, oldest first: every call since `since` of each client
+        who has an unanswered inbound call since then (their missed calls, and what followed).
+
+        One query on the (client, started_at) index; callbacks always come after the missed call.
+        """
+        c = self.m.Call
+        missed = c.select(c.client).where(c.direction == "inbound",
+                                          (c.answered == False) | c.agent.is_null())  # noqa: E712
+        query = c.select().where(c.client.in_(missed))
+        if since is not None:
+            missed = missed.where(c.started_at >= since)
+            query = c.select().where(c.client.in_(missed), c.started_at >= since)
+        return [_call(r) for r in query.order_by(c.started_at, c.uuid)]
+
+    @_reconnects
+    def bindings_of(self, clients) -> dict[str, dict[str, Binding]]:
+        """Each client's bindings keyed by source (clients without any are left out)."""
+        b = self.m.Binding
+        found: dict[str, dict[str, Binding]] = {}
+        for chunk in pw.chunked(sorted(set(clients)), 1000):
+            for row in b.select().where(b.client.in_(chunk)):
+                found.setdefault(row.client, {})[row.source] = Binding(
+                    client=row.client, agent=row.agent, source=row.source, at=row.at,
+                    expires_at=row.expires_at, why=row.why or "", call_uuid=row.call_uuid)
+        return found
+
+    @_reconnects
+    def binding_changes(self, since: datetime | None = None) -> list[dict]:
+        """Changes of learned agents (binding_history), oldest first, with the group of the call
+        that made each (None when that call is not recorded or had no group)."""
+        h, c = self.m.BindingHistory, self.m.Call
+        query = (h.select(h.client, h.from_agent, h.to_agent, h.at, h.call_uuid, c.group_name)
+                 .join(c, pw.JOIN.LEFT_OUTER, on=(c.uuid == h.call_uuid)).order_by(h.at, h.id))
+        if since is not None:
+            query = query.where(h.at >= since)
+        to_time = h.at.python_value
+        return [{"client": client, "from_agent": from_agent, "to_agent": to_agent, "at": to_time(at),
+                 "call_uuid": call_uuid, "group": group}
+                for client, from_agent, to_agent, at, call_uuid, group in query.tuples()]
 
     @_reconnects
     def learn(self, call: Call, settings: Settings) -> Binding | None:
@@ -588,6 +651,10 @@ class Store:
                 if new is None:
                     return None
                 if self._swap_learned(current, new):
+                    if current is None or current.agent != new.agent:
+                        self.m.BindingHistory.insert(
+                            client=new.client, from_agent=current.agent if current else None,
+                            to_agent=new.agent, at=new.at, call_uuid=new.call_uuid).execute()
                     return new
         raise StoreError(f"could not record the binding of {call.client}: it kept changing under us")
 
@@ -609,6 +676,28 @@ class Store:
         with self.transaction():
             call = self.save_call(call)
             return self.learn(call, settings)
+
+
+def _call(r) -> Call:
+    return Call(direction=r.direction, client=r.client, agent=r.agent, started_at=r.started_at,
+                ended_at=r.ended_at, talk_seconds=r.talk_seconds, answered=bool(r.answered), uuid=r.uuid,
+                group=r.group_name, answered_at=r.answered_at,
+                rung=tuple(x for x in (r.rung or "").split(",") if x), route=r.route, outcome=r.outcome,
+                sticky_agent=r.sticky_agent)
+
+
+
+def _bound_agent(call: Call, before: dict[str, Binding], settings: Settings) -> str | None:
+    """Who the client was bound to when the call came: the agent of the sticky leg fsrouter rang,
+    else the first binding, in the `sources` order, of a kind the mode routes."""
+    sticky = getattr(call, "sticky_agent", None)
+    if sticky:
+        return sticky
+    allowed = {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[settings.mode]
+    for source in settings.sources:
+        if source in allowed and source in before:
+            return before[source].agent
+    return None
 
 
 def _with_uuid(call: Call) -> Call:

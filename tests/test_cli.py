@@ -111,6 +111,8 @@ EXPECTED_COMMANDS = {
     ("calls",),
     ("calls", "import"),
     ("calls", "list"),
+    ("calls", "missed"),  # issue 4
+    ("report",),  # issue 4
     ("route",),
     ("run",),
     ("demo",),

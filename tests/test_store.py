@@ -124,9 +124,11 @@ def test_a_new_migration_is_applied_on_open_with_playhouse_migrate(store_url, mo
 
         migrate(migrator.add_column("agent", "note", peewee.TextField(default="")))
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + [(2, "agent note", add_note)])
+    latest = store_module.MIGRATIONS[-1][0]
+    monkeypatch.setattr(store_module, "MIGRATIONS",
+                        store_module.MIGRATIONS + [(latest + 1, "agent note", add_note)])
     with Store.open(store_url) as upgraded:
-        assert upgraded.schema_version() == 2
+        assert upgraded.schema_version() == latest + 1
         assert "note" in [c.name for c in upgraded.db.get_columns("agent")]
 
 
@@ -139,12 +141,13 @@ def test_a_failing_migration_leaves_the_database_as_it_was(store_url, monkeypatc
         migrate(migrator.add_column("agent", "note", peewee.TextField(default="")))
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + [(2, "broken", broken)])
+    latest = store_module.MIGRATIONS[-1][0]
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + [(latest + 1, "broken", broken)])
     with pytest.raises(RuntimeError):
         Store.open(store_url)
     monkeypatch.undo()
     with Store.open(store_url) as again:
-        assert again.schema_version() == 1
+        assert again.schema_version() == latest
         assert "note" not in [c.name for c in again.db.get_columns("agent")]
 
 

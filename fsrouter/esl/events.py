@@ -135,6 +135,7 @@ class _Channel:
     dialed_extension: str = ""
     group: str = ""
     route: str = ""
+    sticky_agent: str = ""  # variable_fsrouter_agent: the agent of the sticky leg, when there was one
     disposition: str = ""
     billsec: int | None = None
     answered_us: int | None = None
@@ -170,6 +171,7 @@ class _Channel:
         latest("dialed_extension", "variable_dialed_extension")
         latest("group", "variable_fsrouter_group")
         latest("route", "variable_fsrouter_route")
+        latest("sticky_agent", "variable_fsrouter_agent")
         latest("disposition", "variable_originate_disposition")
         billsec = _text(headers, "variable_billsec")
         if billsec.isascii() and billsec.isdigit():
@@ -432,7 +434,7 @@ def _inbound_call(root: _Channel, client: str) -> Call:
         talk_seconds=talk, answered=agent is not None, uuid=root.uuid,
         group=root.group or None, answered_at=_utc(answered_us) if answered_us else None,
         rung=tuple(leg.agent for leg in root.legs), route=root.route or None,
-        outcome="answered" if agent else "missed",
+        outcome="answered" if agent else "missed", sticky_agent=root.sticky_agent or None,
     )
 
 

@@ -96,16 +96,16 @@ class EventListener:
 
     def _healthy(self) -> bool:
         conn = self._conn
-        if conn is None or not conn.connected:
+        if conn is None:
             return False
-        # A frame greenswitch cannot read kills its reader greenlet without marking the
-        # connection down: the stream is out of step from there, so start a fresh one.
+        # A frame greenswitch cannot read ends its reader (see esl.reader): the stream is out
+        # of step from there, so start a fresh one.
         reader = conn._receive_events_greenlet
-        if reader is not None and reader.dead:
+        if conn.stream_error or (conn.connected and reader is not None and reader.dead):
             self.stats.broken_streams += 1
-            log.warning("listener.stream_broken", host=self.host, port=self.port)
+            log.warning("listener.stream_broken", host=self.host, port=self.port, error=conn.stream_error)
             return False
-        return True
+        return conn.connected
 
     def _connect(self) -> None:
         conn = InboundESL(self.host, self.port, self._password, timeout=COMMAND_TIMEOUT)

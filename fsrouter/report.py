@@ -1,0 +1,200 @@
+"""`fsrouter report`: rows in, figures out. Pure: no database, no clock, no formatting.
+
+Per agent and in total, over the inbound calls of the period (of one group with `group`):
+  offered          calls that rang the agent (in `rung`; an imported call: the agent who took it).
+                   In total: inbound calls.
+  answered         calls the agent answered. In total: calls anyone answered.
+  sticky_attempts  calls whose sticky leg rang the agent (fsrouter_agent). In total: calls with
+                   a sticky leg.
+  sticky_answered  ... that the agent answered: hit_rate = sticky_answered / sticky_attempts.
+  fallbacks        calls answered on the group's leg (route `fallback`), counted on the agent
+                   who answered them. A sticky attempt that was not a sticky answer is a miss
+                   of the bound agent; its count is sticky_attempts - sticky_answered.
+  rebinds_in/out   changes of a client's learned agent to / away from the agent
+                   (binding_history); the `rebinds` list says from whom to whom.
+  missed           missed calls of the agent's clients (missed.MissedCall.owner: the sticky
+                   leg's agent, else the bound agent); in total: every missed call.
+  called_back      ... of which were closed, by a callback or an answered call of the client.
+  callbacks_made   missed calls the agent closed (whoever's they were).
+  callback_median_s, callback_p90_s  time from the missed call to its closing, of the closed
+                   ones (seconds; None when none was closed).
+Per UTC day (of the call's start): sticky attempts and hit rate; callbacks and their times.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+
+from .missed import MissedCall
+from .model import INBOUND, Call
+
+TOTAL = "total"
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0..100), linear between closest ranks; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Figures:
+    agent: str  # an extension, or TOTAL
+    offered: int = 0
+    answered: int = 0
+    sticky_attempts: int = 0
+    sticky_answered: int = 0
+    fallbacks: int = 0
+    rebinds_in: int = 0
+    rebinds_out: int = 0
+    missed: int = 0
+    called_back: int = 0
+    callbacks_made: int = 0
+    callback_median_s: float | None = None
+    callback_p90_s: float | None = None
+    _waits: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.sticky_answered / self.sticky_attempts if self.sticky_attempts else None
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        data["hit_rate"] = self.hit_rate
+        return data
+
+
+@dataclass(frozen=True)
+class Rebind:
+    from_agent: str
+    to_agent: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    sticky_attempts: int
+    sticky_answered: int
+    callbacks: int
+    callback_median_s: float | None
+    callback_p90_s: float | None
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.sticky_answered / self.sticky_attempts if self.sticky_attempts else None
+
+    def as_dict(self) -> dict:
+        return {"day": self.day.isoformat(), "sticky_attempts": self.sticky_attempts,
+                "sticky_answered": self.sticky_answered, "hit_rate": self.hit_rate, "callbacks": self.callbacks,
+                "callback_median_s": self.callback_median_s, "callback_p90_s": self.callback_p90_s}
+
+
+@dataclass(frozen=True)
+class Report:
+    since: datetime | None
+    group: str | None
+    agents: list[Figures]
+    total: Figures
+    rebinds: list[Rebind]
+    days: list[Day]
+
+    def as_dict(self) -> dict:
+        return {"since": self.since.isoformat() if self.since else None, "group": self.group,
+                "agents": [f.as_dict() for f in self.agents], "total": self.total.as_dict(),
+                "rebinds": [{"from": r.from_agent, "to": r.to_agent, "count": r.count} for r in self.rebinds],
+                "days": [d.as_dict() for d in self.days]}
+
+
+def build(calls: Iterable[Call], missed: Iterable[MissedCall], changes: Iterable[dict] = (),
+          since: datetime | None = None, group: str | None = None, agents: Iterable[str] = ()) -> Report:
+    """The report of the period from `since` (of group `group`).
+
+    calls: call records (store.calls); missed: missed.missed_calls rows; changes: binding_history
+    rows (store.binding_changes: client, from_agent, to_agent, at, group); agents: extensions to
+    list even with no figures.
+    """
+    rows: dict[str, Figures] = {ext: Figures(ext) for ext in agents}
+    total = Figures(TOTAL)
+
+    def of(ext: str) -> Figures:
+        return rows.setdefault(ext, Figures(ext))
+
+    def in_scope(at: datetime, call_group: str | None) -> bool:
+        return (since is None or at >= since) and (group is None or call_group == group)
+
+    day_sticky: Counter = Counter()
+    day_hits: Counter = Counter()
+    for call in calls:
+        if call.direction != INBOUND or not in_scope(call.started_at, call.group):
+            continue
+        answered = bool(call.answered and call.agent)
+        total.offered += 1
+        total.answered += answered
+        rang = set(call.rung) or ({call.agent} if call.agent else set())
+        for ext in rang:
+            of(ext).offered += 1
+        if answered:
+            of(call.agent).answered += 1
+        if call.sticky_agent:
+            hit = answered and call.agent == call.sticky_agent
+            for figures in (total, of(call.sticky_agent)):
+                figures.sticky_attempts += 1
+                figures.sticky_answered += hit
+            day = call.started_at.date()
+            day_sticky[day] += 1
+            day_hits[day] += hit
+        if answered and call.route == "fallback":
+            total.fallbacks += 1
+            of(call.agent).fallbacks += 1
+
+    pairs: Counter = Counter()
+    for change in changes:
+        if not in_scope(change["at"], change.get("group")):
+            continue
+        if change["from_agent"] is None or change["from_agent"] == change["to_agent"]:
+            continue  # a first binding is no rebind
+        pairs[(change["from_agent"], change["to_agent"])] += 1
+        of(change["from_agent"]).rebinds_out += 1
+        of(change["to_agent"]).rebinds_in += 1
+        total.rebinds_in += 1
+        total.rebinds_out += 1
+
+    day_waits: dict[date, list[float]] = {}
+    for row in missed:
+        if not in_scope(row.call.started_at, row.call.group):
+            continue
+        owner = of(row.owner) if row.owner else None
+        total.missed += 1
+        if owner:
+            owner.missed += 1
+        if row.is_open:
+            continue
+        wait = row.callback_after.total_seconds()
+        total.called_back += 1
+        total._waits.append(wait)
+        if owner:
+            owner.called_back += 1
+            owner._waits.append(wait)
+        if row.callback_agent:
+            of(row.callback_agent).callbacks_made += 1
+        total.callbacks_made += 1
+        day_waits.setdefault(row.call.started_at.date(), []).append(wait)
+
+    for figures in list(rows.values()) + [total]:
+        figures.callback_median_s = percentile(figures._waits, 50)
+        figures.callback_p90_s = percentile(figures._waits, 90)
+
+    days = [Day(day, day_sticky[day], day_hits[day], len(day_waits.get(day, ())),
+                percentile(day_waits.get(day, ()), 50), percentile(day_waits.get(day, ()), 90))
+            for day in sorted(set(day_sticky) | set(day_waits))]
+    rebinds = [Rebind(a, b, n) for (a, b), n in sorted(pairs.items(), key=lambda item: (-item[1], item[0]))]
+    return Report(since=since, group=group, agents=[rows[ext] for ext in sorted(rows)], total=total,
+                  rebinds=rebinds, days=days)

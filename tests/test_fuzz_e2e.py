@@ -1,0 +1,202 @@
+"""Fuzzing the daemon end to end, over real TCP, against the fake FreeSWITCH.
+
+The headline invariant: a caller ID is written by whoever places the call, and nothing of a
+hostile one (dial-string syntax, ${...} expansions, API separators, encoded newlines, over-long
+values) ever appears in any byte fsrouter sends to FreeSWITCH, on the outbound socket or the
+event socket. Beyond the caller ID not appearing, every command sent is checked against the
+short grammar of what fsrouter ever says. Then: whatever bytes FreeSWITCH itself sends mid-call
+or on the event socket, no call's greenlet is left waiting and nothing is printed as a traceback.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import gevent
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from office import AGENTS, Office
+
+E2E = hsettings(max_examples=30, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+# Pieces a hostile caller ID is made of. Every payload holds a word that nothing fsrouter says
+# ever contains, so finding it in the bytes sent means the caller's text got through.
+SYNTAX = [",", "|", "[", "]", "{", "}", "^", "&", "'", '"', "${", "^^:", ":", ";", "=", "@", "/", "\\",
+          "\n", "\r", "\r\n", "%0A", "%0D", "%0a", "%25", "%00", "\x00", "\t", " ", "\u2028", "\x85"]
+PAYLOADS = ["user/6666@evil", "sofia/gateway/evilgw/900", "${system(id)}", "api system rm -rf",
+            "execute-app-name: hangup", "origination_caller_id_number=6666", "absolute_codec_string=PCMU",
+            "bgapi originate evil", "fsrouter_route=sticky", "call-command: hangup", "Event-UUID: evil",
+            "Content-Length: 99", "{ignore_early_media=true}evil", "&transfer(6666)"]
+MARKERS = ("6666", "evil", "system", "hangup\n", "originate", "absolute_codec", "PCMU", "transfer",
+           "ignore_early_media", "999999999", "Content-Length: 99")
+NUMBERS = ["0501234567", "+380501234567", "380671112233", "1001", "00380931234567"]
+
+piece = st.one_of(st.sampled_from(SYNTAX), st.sampled_from(PAYLOADS), st.sampled_from(NUMBERS),
+                  st.text(st.characters(blacklist_categories=("Cs",)), max_size=6))
+hostile_callers = st.one_of(
+    st.lists(piece, min_size=1, max_size=6).map("".join).map(lambda text: text + "user/6666@evil"),
+    st.tuples(st.sampled_from(NUMBERS), st.sampled_from(SYNTAX), st.sampled_from(PAYLOADS)).map("".join),
+    st.integers(200, 3000).map(lambda n: "9" * n),  # over-long
+    st.integers(100, 1000).map(lambda n: "+38050" + "${system(id)}" * (n // 13)),
+)
+
+_SAFE = r"[0-9A-Za-z_+.-]*"
+_MULTISET = re.compile(rf"\^\^:[a-z_]+={_SAFE}(:[a-z_]+={_SAFE})*")
+_LEG = rf"\[leg_timeout=[0-9]+\]user/({'|'.join(AGENTS)})@127\.0\.0\.1"
+_BRIDGE = re.compile(rf"{_LEG}([,|]{_LEG})*")
+_SET = {"fsrouter_route=fallback", "fsrouter_route=none"}
+_APPS_WITHOUT_ARG = {"ring_ready"}
+
+
+def check_grammar(command) -> None:
+    """One command of the few fsrouter ever sends on an outbound socket, with safe arguments."""
+    if command.name in ("connect", "myevents", "exit", "linger", "nolinger"):
+        assert command.line == command.name and not command.headers and not command.body, command
+        return
+    assert command.line == "sendmsg", command
+    headers = dict(command.headers)
+    assert not command.body, command
+    assert headers.pop("call-command") == "execute", command
+    assert re.fullmatch(r"[0-9a-f-]{36}", headers.pop("Event-UUID")), command
+    app = headers.pop("execute-app-name")
+    arg = headers.pop("execute-app-arg", None)
+    assert not headers, command
+    if app == "multiset":
+        assert _MULTISET.fullmatch(arg), arg
+    elif app == "bridge":
+        assert _BRIDGE.fullmatch(arg), arg
+    elif app == "set":
+        assert arg in _SET, arg
+    else:
+        assert app in _APPS_WITHOUT_ARG and arg is None, command
+
+
+@pytest.fixture
+def office(tmp_path):
+    office = Office(tmp_path)
+    for ext in AGENTS:
+        office.fake.agent(ext, answers_after=1, talk=2)
+    yield office
+    office.close()
+
+
+def sent_to_freeswitch(office, handle) -> bytes:
+    """Every byte fsrouter wrote: this call's outbound socket and the event socket so far."""
+    event_socket = b"".join(c.raw for conn in office.fake.inbound.connections for c in conn.commands)
+    return b"".join(handle.commands) + event_socket
+
+
+def test_hostile_caller_ids_never_reach_freeswitch(office):
+    office.store.set_manual_binding("+380501234567", "1002", __import__("datetime").datetime.now(
+        __import__("datetime").UTC))
+    seen = {"calls": 0}
+
+    @E2E
+    @given(caller=hostile_callers, group=st.sampled_from(["sales", "sales", "no-such-group", "sales|x"]))
+    def one_call(caller, group):
+        handle = office.fake.place_call(caller=caller, group=group, router=office.router)
+        assert handle.wait(15), "the call never ended"
+        seen["calls"] += 1
+        sent = sent_to_freeswitch(office, handle)
+        text = sent.decode("utf-8", "replace")
+        assert caller.encode("utf-8", "replace") not in sent
+        for marker in MARKERS:
+            assert marker not in text, (marker, caller)
+        for command in handle.parsed:
+            check_grammar(command)
+        assert handle.variables.get("fsrouter_client", "") == ""
+        # The caller is still served: the group rings, or the dialplan takes the call back.
+        assert handle.bridges or handle.returned_to_dialplan
+        if group == "sales":
+            assert handle.variables["fsrouter_reason"] == "not_a_client"
+            assert handle.answered_by in AGENTS
+
+    one_call()
+    assert seen["calls"] >= 10
+    assert office.daemon.listener.stats.handler_errors == 0
+    assert office.daemon.outbound_stats.errors == 0
+    # Not one hostile caller became a client with a call record or a binding.
+    assert {c.client for c in office.store.calls()} <= {"+380501234567"}
+    assert [b.client for b in office.store.list_bindings()] == ["+380501234567"]
+
+
+def test_a_good_caller_id_goes_out_only_in_its_normalised_form(office):
+    handle = office.call("(050) 123-45-67")
+    for command in handle.parsed:
+        check_grammar(command)
+    assert handle.variables["fsrouter_client"] == "+380501234567"
+    assert b"(050)" not in b"".join(handle.commands)
+
+
+GARBAGE = st.one_of(
+    st.binary(min_size=1, max_size=300),
+    st.sampled_from([b"Content-Type: text/event-plain\nContent-Length: abc\n\n",
+                     b"Content-Length: 3\n\nabc",
+                     b"Content-Type: text/event-plain\nContent-Length: 4\n\n\xff\xfe\n\n",
+                     b"Content-Type: command/reply\nReply-Text: +OK\n\n",
+                     b"Content-Type: api/response\nContent-Length: 9999999999\n\n",
+                     b"Content-Type: text/event-plain\nContent-Length: -5\n\nabc",
+                     b"Content-Type: text/disconnect-notice\nContent-Length: 0\n\n"]),
+)
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        gevent.sleep(0.02)
+    return condition()
+
+
+def test_garbage_from_freeswitch_mid_call_never_leaves_a_call_waiting(tmp_path, capfd):
+    office = Office(tmp_path, time_scale=0.02)
+    try:
+        for ext in AGENTS:
+            office.fake.agent(ext, answers_after=1, talk=2)
+
+        @hsettings(max_examples=12, deadline=None, database=None,
+                   suppress_health_check=[HealthCheck.too_slow])
+        @given(garbage=GARBAGE)
+        def one_call(garbage):
+            handle = office.fake.place_call(caller="0501234567", router=office.router)
+            assert wait_until(lambda: handle.bridges or handle.done.is_set(), 10)
+            session = handle._call.session
+            if session is not None:
+                session.deliver(garbage)
+            assert handle.wait(15)
+            # The router's end lets go within a poll or two of the socket closing.
+            assert wait_until(lambda: office.daemon.outbound_stats.active == 0, 3), office.daemon.outbound_stats
+
+        one_call()
+    finally:
+        office.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_garbage_on_the_event_socket_costs_a_reconnect_at_most(tmp_path, capfd):
+    office = Office(tmp_path)
+    try:
+        @hsettings(max_examples=12, deadline=None, database=None,
+                   suppress_health_check=[HealthCheck.too_slow])
+        @given(garbage=GARBAGE)
+        def inject(garbage):
+            office.fake.inject_malformed(data=garbage)
+            gevent.sleep(0.05)
+            assert office.daemon.listener.connected.wait(5)
+
+        inject()
+        # Still following calls and learning after all that.
+        assert office.daemon.listener.connected.wait(5)
+        gevent.sleep(0.2)
+        handle = office.fake.agent_calls_out("1003", "+380671110000", answered=False)
+        assert handle.done.wait(10)
+        office.settle()
+        assert office.binding("+380671110000") == "1003"
+        assert office.daemon.listener.stats.handler_errors == 0
+    finally:
+        office.close()
+    assert "Traceback" not in capfd.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,8 @@ CALL_COLUMNS = ("started_at", "direction", "client", "agent", "talk_seconds")
 BINDING_COLUMNS = ("client", "agent")
 # A spreadsheet runs a cell starting with one of these as a formula; exported cells get a "'".
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Longer than any call: a typo'd talk time (1e18) must be refused, not overflow a datetime.
+MAX_TALK_SECONDS = 7 * 86400
 
 
 class ServiceError(ValueError):
@@ -44,9 +47,10 @@ def parse_time(text: str) -> datetime:
     """ISO 8601 -> aware UTC datetime; a time without an offset is taken as UTC."""
     try:
         value = datetime.fromisoformat(str(text).strip())
-    except ValueError:
+        # 9999-12-31T23:59-01:00 is past the last datetime once in UTC: OverflowError.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError(f"bad time {text!r}: use ISO 8601, e.g. 2024-05-01T12:00:00Z") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def spreadsheet_safe(cell: str) -> str:
@@ -133,8 +137,9 @@ class Service:
 
     def import_calls_csv(self, file) -> CallImport:
         reader = csv.DictReader(file)
-        reader.fieldnames = _require_header(reader.fieldnames, CALL_COLUMNS)
-        return self._import_calls((reader.line_num, row) for row in reader)
+        with _csv_errors(reader):
+            reader.fieldnames = _require_header(reader.fieldnames, CALL_COLUMNS)
+        return self._import_calls((reader.line_num, row) for row in _rows(reader))
 
     def _import_calls(self, numbered_rows) -> CallImport:
         # Every row is checked before anything is written: a bad line leaves the store untouched.
@@ -177,10 +182,14 @@ class Service:
             talk = float(cells["talk_seconds"] or "0")
         except ValueError:
             talk = math.nan
-        if not math.isfinite(talk) or talk < 0:
+        if not math.isfinite(talk) or not 0 <= talk <= MAX_TALK_SECONDS:
             fail(f"bad talk_seconds {cells['talk_seconds']!r}: a number of seconds, 0 when unanswered")
+        try:
+            ended_at = started_at + timedelta(seconds=talk)
+        except OverflowError:
+            fail(f"bad started_at {cells['started_at']!r}: the call would end after the year 9999")
         return Call(direction=direction, client=client, agent=agent, started_at=started_at,
-                    ended_at=started_at + timedelta(seconds=talk), talk_seconds=talk, answered=talk > 0,
+                    ended_at=ended_at, talk_seconds=talk, answered=talk > 0,
                     # No uuid: the store derives one from the row, so a re-import updates, not doubles.
                     answered_at=started_at if talk > 0 else None,
                     outcome="answered" if talk > 0 else "missed")
@@ -193,7 +202,7 @@ class Service:
         pairs: dict[str, str] = {}
         lines: dict[str, int] = {}
         reader = csv.reader(file)
-        for row in reader:
+        for row in _rows(reader):
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
@@ -236,6 +245,20 @@ class Service:
         for client in sorted(chosen):
             writer.writerow((spreadsheet_safe(client), spreadsheet_safe(chosen[client].agent)))
         return len(chosen)
+
+
+@contextmanager
+def _csv_errors(reader):
+    """What the csv module refuses (a field over its size limit...) as a one-line ServiceError."""
+    try:
+        yield
+    except csv.Error as exc:
+        raise ServiceError(f"line {reader.line_num or 1}: not CSV: {exc}") from None
+
+
+def _rows(reader):
+    with _csv_errors(reader):
+        yield from reader
 
 
 def _require_header(fieldnames, expected) -> list[str]:

@@ -146,8 +146,10 @@ def test_event_values_never_split_into_extra_headers(headers, body):
     decoded = event_headers(frame)
     names = {name for name, _ in items}
     assert set(decoded) - {"_body", "Content-Length"} == names
-    # greenswitch reads the outer block by lines, then parses the body it read by length.
-    event = ESLEvent(frame.body.decode("utf-8"))
+    # greenswitch reads the outer block by lines, then parses the body it read by length. It
+    # reads an event's own body (after the blank line) as more header lines: CHANNEL events,
+    # the only ones the listener subscribes to, never have one.
+    event = ESLEvent(frame.body.partition(b"\n\n")[0].decode("utf-8"))
     assert set(event.headers) - {"Content-Length"} == names
     for name, value in items:
         # FreeSWITCH leaves an existing "%XX" alone, so such text decodes once more. The frame

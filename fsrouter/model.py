@@ -42,6 +42,7 @@ class Agent:
     priority: int = 100  # lower rings first in a sequential fallback
     enabled: bool = True
     groups: frozenset[str] = frozenset()
+    dnd: bool = False  # do not disturb (`agent dnd EXT on`): never rung, sticky or fallback
 
     def __post_init__(self):
         if not self.dial_string:
@@ -55,6 +56,11 @@ class Group:
     sticky_scope: str = SCOPE_ANY
     # Ring time of each leg of the fallback: the whole group when simultaneous, each agent when sequential.
     ring_timeout: timedelta = timedelta(seconds=30)
+    # When the sticky leg may ring (see hours.py); "" = always. The zone is an IANA name ("" = UTC).
+    sticky_hours: str = ""
+    timezone: str = ""
+    # The group's own values of global settings (see overrides.py), as (key, text) pairs.
+    overrides: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

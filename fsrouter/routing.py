@@ -1,9 +1,10 @@
 """The routing decision: who rings first for a client calling a group, and who rings after."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
+from . import hours, overrides
 from .model import AUTO, MANUAL, SCOPE_MEMBERS, SEQUENTIAL, Agent, Binding, Group, Leg, RoutePlan
 from .rules import is_current
 from .settings import Settings
@@ -20,7 +21,21 @@ REASONS = {
     "agent_unknown": "the bound agent no longer exists",
     "outside_scope": "the bound agent is not a member of this group",
     "database_unavailable": "the bindings could not be read in time; the group rings",
+    # Presence, hours and clients (docs/presence-and-hours.md).
+    "agent_offline": "the bound agent's phone is not registered",
+    "agent_busy": "the bound agent is already on a call",
+    "agent_dnd": "the bound agent is on do-not-disturb",
+    "agent_blocked": "the client is kept away from the bound agent (binding block)",
+    "outside_hours": "outside the group's sticky hours",
+    "shared_number": "the number is shared (switchboard, call centre): it never routes sticky",
 }
+
+# What `availability` (decide's keyword) says of an agent; an agent it does not name is available.
+AVAILABLE = "available"
+OFFLINE = "offline"
+BUSY = "busy"
+DND = "dnd"
+_UNAVAILABLE_REASONS = {OFFLINE: "agent_offline", BUSY: "agent_busy", DND: "agent_dnd"}
 
 
 def _sources(mode: str) -> tuple[str, ...]:
@@ -42,17 +57,36 @@ def _check(binding: Binding, group: Group, now: datetime, settings: Settings,
     return None
 
 
-def fallback_legs(group: Group, agents: Mapping[str, Agent], exclude: str | None = None) -> tuple[Leg, ...]:
-    """The group's enabled members in ring order: by priority (lower first), then extension."""
+def state_of(agent: Agent, availability: Mapping[str, str] | None) -> str:
+    """AVAILABLE, OFFLINE, BUSY or DND: a stored do-not-disturb counts as DND."""
+    if agent.dnd:
+        return DND
+    state = (availability or {}).get(agent.ext, AVAILABLE)
+    return state if state in _UNAVAILABLE_REASONS else AVAILABLE
+
+
+def fallback_legs(group: Group, agents: Mapping[str, Agent], exclude: str | None = None,
+                  availability: Mapping[str, str] | None = None) -> tuple[Leg, ...]:
+    """The group's enabled members in ring order: by priority (lower first), then extension.
+
+    Members on do-not-disturb never ring. In a sequential group the members who are offline or
+    busy go last (still by priority), so the first leg is the highest-priority available member;
+    they are kept rather than dropped because presence can be a few seconds out of date.
+    """
     members = sorted(
-        (a for a in agents.values() if group.name in a.groups and a.enabled and a.ext != exclude),
+        (a for a in agents.values() if group.name in a.groups and a.enabled and a.ext != exclude
+         and state_of(a, availability) != DND),
         key=lambda a: (a.priority, a.ext),
     )
+    if group.strategy == SEQUENTIAL and (availability or any(a.dnd for a in members)):
+        members.sort(key=lambda a: state_of(a, availability) != AVAILABLE)  # stable: priority kept
     return tuple(Leg(a.ext, a.dial_string, group.ring_timeout) for a in members)
 
 
 def decide(client: str | None, group: Group, now: datetime, settings: Settings,
-           bindings: Mapping[str, Binding], agents: Mapping[str, Agent]) -> RoutePlan:
+           bindings: Mapping[str, Binding], agents: Mapping[str, Agent], *,
+           availability: Mapping[str, str] | None = None, blocked: Collection[str] = (),
+           shared: bool = False) -> RoutePlan:
     """Plan one call. `bindings` holds the client's bindings keyed by source (MANUAL, AUTO).
 
     The sticky leg comes from the first binding, in mode order (manual, then learned, for mode
@@ -65,15 +99,32 @@ def decide(client: str | None, group: Group, now: datetime, settings: Settings,
 
     Every dial string in the plan is an agent's configured dial string; the caller's number
     never goes into one.
+
+    Presence and clients (all optional, so a caller that has none decides as before):
+    `availability` maps extensions to OFFLINE, BUSY or DND (anyone not named is AVAILABLE): a
+    bound agent who is not available is skipped at once (reason agent_offline, agent_busy,
+    agent_dnd), like a disabled one. `blocked`: agents this client is kept away from (never its
+    sticky agent, reason agent_blocked). `shared`: the number is a switchboard, never sticky.
+    The group's own settings (overrides.py) beat `settings`, and outside the group's sticky
+    hours there is no sticky leg (reason outside_hours).
     """
+    settings = overrides.effective(settings, group)
     sticky = None
     source = None
     reason = "not_a_client" if client is None else "no_binding"
+    if client is not None and shared:
+        reason, bindings = "shared_number", {}
+    elif client is not None and bindings and not hours.within(group.sticky_hours, group.timezone, now):
+        reason, bindings = "outside_hours", {}
     if client is not None and bindings:
         usable = [bindings[s] for s in _sources(settings.mode) if s in bindings]
         reason = "mode" if not usable else reason
         for binding in usable:
             failure = _check(binding, group, now, settings, agents)
+            if failure is None and binding.agent in blocked:
+                failure = "agent_blocked"
+            if failure is None:
+                failure = _UNAVAILABLE_REASONS.get(state_of(agents[binding.agent], availability))
             if failure is None:
                 agent = agents[binding.agent]
                 sticky = Leg(agent.ext, agent.dial_string, settings.sticky_timeout)
@@ -88,6 +139,6 @@ def decide(client: str | None, group: Group, now: datetime, settings: Settings,
         sticky=sticky,
         source=source,
         reason=reason,
-        fallback=fallback_legs(group, agents, exclude),
+        fallback=fallback_legs(group, agents, exclude, availability),
         strategy=group.strategy if group.strategy == SEQUENTIAL else "simultaneous",
     )

@@ -1,0 +1,210 @@
+"""Agent presence, gathered at the edge and handed to the (pure) routing decision as plain data.
+
+Two sources, both kept here so routing.decide never touches a socket:
+
+* BusyMap: who is on a call now, from the CHANNEL events the daemon already reads. An agent is
+  busy from the answer of a leg that rings them (outbound channel, ``variable_dialed_user``) or
+  from the creation of a call their own phone places (inbound channel, the agent as caller),
+  until that channel hangs up. A hang-up that is lost does not keep them busy for ever: an entry
+  older than ``max_age`` is dropped, and the whole map is cleared when the event socket
+  reconnects (events may have been lost meanwhile).
+* Registrations: is the agent's phone registered? Asked of FreeSWITCH with
+  ``api sofia_contact user/<ext>@<domain>`` on the event-socket connection, with a short
+  timeout and a short cache. ``error/user_not_registered`` is offline; a contact is online;
+  anything else (no connection, a timeout, an error) is *unknown*, which routes as available:
+  a bound agent is never skipped because FreeSWITCH could not be asked.
+
+``Presence.availability`` combines them into the mapping routing.decide takes
+(extension -> routing.OFFLINE | routing.BUSY; available agents are left out). Do-not-disturb and
+disabled agents come from the store with the agents themselves (Agent.dnd, Agent.enabled).
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+import gevent
+import structlog
+
+from .routing import AVAILABLE, BUSY, OFFLINE
+
+log = structlog.get_logger("fsrouter.presence")
+
+# `user/<ext>@<domain>`, optionally after [leg] or {global} variables: the only dial strings whose
+# registration FreeSWITCH can be asked about. Gateways and the like are never checked.
+_USER_DIAL = re.compile(r"\A(?:\[[^\]]*\]|\{[^}]*\}|<[^>]*>)*user/([0-9A-Za-z_.-]{1,32})@([^\s,|\[\]]+)\Z")
+_SAFE_DOMAIN = re.compile(r"\A(?:[0-9A-Za-z_.:-]+|\$\{[A-Za-z_][A-Za-z0-9_]*\})\Z")
+
+REGISTRATION_TIMEOUT = 0.1  # seconds one sofia_contact may take while a call waits
+REGISTRATION_TTL = 5.0  # seconds an answer is reused
+UNKNOWN_TTL = 1.0  # seconds a failed question is not asked again
+BUSY_MAX_AGE = 4 * 3600.0  # seconds after which a call whose hang-up never came stops counting
+
+
+def _text(headers: Mapping, name: str) -> str:
+    value = headers.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class BusyMap:
+    """Which agents are on a call, from CHANNEL events (feed every event; it is cheap)."""
+
+    def __init__(self, agents: Callable[[], Collection[str]] | Collection[str],
+                 max_age: float = BUSY_MAX_AGE, clock: Callable[[], float] = time.monotonic,
+                 ignore_channels: tuple[str, ...] = ("loopback/",)):
+        self._agents = agents
+        self.max_age = max_age
+        self.clock = clock
+        self.ignore_channels = tuple(ignore_channels)
+        self._live: dict[str, tuple[str, float]] = {}  # channel uuid -> (agent, since)
+
+    def _known(self) -> Collection[str]:
+        return self._agents() if callable(self._agents) else self._agents
+
+    def feed(self, headers: Mapping[str, str]) -> None:
+        event = _text(headers, "Event-Name")
+        if not event.startswith("CHANNEL_"):
+            return
+        uuid = _text(headers, "Unique-ID")
+        if not uuid:
+            return
+        if event in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY"):
+            self._live.pop(uuid, None)
+            return
+        if uuid in self._live or event not in ("CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_BRIDGE"):
+            return
+        if self.ignore_channels and _text(headers, "Channel-Name").startswith(self.ignore_channels):
+            return
+        agent = self._agent_of(headers, event)
+        if agent is not None:
+            self._live[uuid] = (agent, self.clock())
+
+    def _agent_of(self, headers: Mapping, event: str) -> str | None:
+        known = self._known()
+        if _text(headers, "Call-Direction") == "outbound":
+            # A leg ringing an agent: busy once it is answered, not while it rings.
+            if event == "CHANNEL_CREATE" and not _text(headers, "Caller-Channel-Answered-Time").strip("0"):
+                return None
+            names = ("variable_dialed_user", "variable_dialed_extension", "Caller-Destination-Number")
+        else:
+            # The agent's own phone placing a call: on the phone from the first moment.
+            names = ("Caller-Caller-ID-Number", "variable_user_name", "Caller-Username")
+        return next((v for v in (_text(headers, n) for n in names) if v and v in known), None)
+
+    def busy(self) -> set[str]:
+        now = self.clock()
+        stale = [uuid for uuid, (_, since) in self._live.items() if now - since > self.max_age]
+        for uuid in stale:
+            del self._live[uuid]
+        return {agent for agent, _ in self._live.values()}
+
+    def is_busy(self, ext: str) -> bool:
+        return ext in self.busy()
+
+    def reset(self) -> None:
+        self._live.clear()
+
+
+def contact_target(dial_string: str) -> str | None:
+    """`user/<ext>@<domain>` for sofia_contact, from an agent's dial string; None when it is not
+    a user/ dial string (a gateway, a loopback...) or its domain is not plainly safe to send."""
+    match = _USER_DIAL.fullmatch(dial_string.strip())
+    if not match or not _SAFE_DOMAIN.fullmatch(match.group(2)):
+        return None
+    return f"user/{match.group(1)}@{match.group(2)}"
+
+
+def read_contact(answer: str) -> str | None:
+    """OFFLINE, AVAILABLE, or None (unknown) from sofia_contact's answer."""
+    text = (answer or "").strip()
+    if text.startswith("error/user_not_registered"):
+        return OFFLINE
+    if text.startswith(("sofia/", "sip:")) or "sip:" in text.split(",")[0]:
+        return AVAILABLE
+    return None
+
+
+class Registrations:
+    """sofia_contact answers, cached. `api(command, timeout)` is EventListener.api."""
+
+    def __init__(self, api: Callable[[str, float], str], timeout: float = REGISTRATION_TIMEOUT,
+                 ttl: float = REGISTRATION_TTL, unknown_ttl: float = UNKNOWN_TTL,
+                 clock: Callable[[], float] = time.monotonic):
+        self.api = api
+        self.timeout, self.ttl, self.unknown_ttl = timeout, ttl, unknown_ttl
+        self.clock = clock
+        self._cache: dict[str, tuple[str | None, float]] = {}  # target -> (state, expires)
+        self._asking: dict[str, gevent.Greenlet] = {}
+        self.questions = 0
+        self.failures = 0
+
+    def cached(self, target: str) -> tuple[bool, str | None]:
+        hit = self._cache.get(target)
+        if hit is not None and hit[1] > self.clock():
+            return True, hit[0]
+        return False, None
+
+    def state(self, target: str, wait: bool = True) -> str | None:
+        """OFFLINE, AVAILABLE or None (unknown). `wait` False: only what is cached, asking in the
+        background for next time."""
+        fresh, state = self.cached(target)
+        if fresh:
+            return state
+        asking = self._asking.get(target)
+        if asking is None or asking.dead:
+            asking = self._asking[target] = gevent.spawn(self._ask, target)
+        if not wait:
+            return state
+        asking.join(self.timeout + 0.05)
+        return self.cached(target)[1]
+
+    def _ask(self, target: str) -> None:
+        self.questions += 1
+        command = f"sofia_contact {target}"
+        if "${" in target:
+            command = "expand " + command  # a stock vars.xml defines domain_name globally
+        try:
+            state = read_contact(self.api(command, self.timeout))
+        except BaseException as exc:  # gevent.Timeout, NotConnectedError, OSError...
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, gevent.GreenletExit)):
+                raise
+            self.failures += 1
+            log.debug("presence.contact_failed", target=target, error=type(exc).__name__)
+            state = None
+        ttl = self.unknown_ttl if state is None else self.ttl
+        self._cache[target] = (state, self.clock() + ttl)
+        self._asking.pop(target, None)
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+class Presence:
+    """What the daemon hands the service: availability for the agents of one decision."""
+
+    def __init__(self, busy: BusyMap | None = None, registrations: Registrations | None = None):
+        self.busy_map = busy
+        self.registrations = registrations
+
+    def availability(self, agents: Iterable, wait_for: Collection[str] = ()) -> dict[str, str]:
+        """extension -> OFFLINE | BUSY for the agents (model.Agent) that are not available.
+
+        Registration is waited for (up to its short timeout) only for the agents in `wait_for`
+        (the bound agents: their state decides whether the sticky leg rings); the others get the
+        cached answer, asked in the background when it is missing or old.
+        """
+        busy = self.busy_map.busy() if self.busy_map is not None else set()
+        out: dict[str, str] = {}
+        for agent in agents:
+            if agent.ext in busy:
+                out[agent.ext] = BUSY
+                continue
+            if self.registrations is None or not agent.enabled or agent.dnd:
+                continue
+            target = contact_target(agent.dial_string)
+            if target is None:
+                continue
+            if self.registrations.state(target, wait=agent.ext in wait_for) == OFFLINE:
+                out[agent.ext] = OFFLINE
+        return out

@@ -1,0 +1,184 @@
+"""Presence: a bound agent who cannot take the call is skipped at once (pure decision, data in),
+the busy map fed by CHANNEL events, the sofia_contact cache, and the store/CLI side (DND)."""
+import json
+from datetime import UTC, datetime, timedelta
+
+import gevent
+import pytest
+from click.testing import CliRunner
+
+from fsrouter.cli import main
+from fsrouter.model import AUTO, MANUAL, SEQUENTIAL, Agent, Binding, Group
+from fsrouter.presence import BusyMap, Presence, Registrations, contact_target, read_contact
+from fsrouter.routing import AVAILABLE, BUSY, DND, OFFLINE, decide
+from fsrouter.settings import Settings
+
+CLIENT = "+380501234567"
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+SALES = Group("sales")
+SEQ = Group("sales", strategy=SEQUENTIAL)
+
+
+def agent(ext, priority=100, enabled=True, dnd=False):
+    return Agent(ext, f"Agent {ext}", f"user/{ext}@pbx", priority=priority, enabled=enabled,
+                 groups=frozenset({"sales"}), dnd=dnd)
+
+
+AGENTS = {a.ext: a for a in (agent("1001", 1), agent("1002", 2), agent("1003", 3))}
+
+
+def learned(ext="1002"):
+    return {AUTO: Binding(CLIENT, ext, AUTO, at=NOW - timedelta(days=1))}
+
+
+def plan(availability=None, bindings=None, group=SALES, agents=AGENTS):
+    return decide(CLIENT, group, NOW, Settings(), learned() if bindings is None else bindings, agents,
+                  availability=availability)
+
+
+# -- the decision -------------------------------------------------------------------------------
+
+def test_unregistered_bound_agent_skipped_reason_agent_offline():
+    p = plan({"1002": OFFLINE})
+    assert (p.sticky, p.reason) == (None, "agent_offline")
+    assert p.fallback  # the group rings at once
+
+
+def test_bound_agent_on_a_call_skipped_reason_agent_busy():
+    p = plan({"1002": BUSY})
+    assert (p.sticky, p.reason) == (None, "agent_busy")
+
+
+def test_bound_agent_on_dnd_skipped_reason_agent_dnd():
+    agents = dict(AGENTS, **{"1002": agent("1002", 2, dnd=True)})
+    p = plan(agents=agents)
+    assert (p.sticky, p.reason) == (None, "agent_dnd")
+    assert "1002" not in [leg.agent for leg in p.fallback]  # DND never rings, not even in the group
+    assert plan({"1002": DND}).reason == "agent_dnd"
+
+
+def test_disabled_bound_agent_reason_agent_disabled():
+    agents = dict(AGENTS, **{"1002": agent("1002", 2, enabled=False)})
+    assert plan(agents=agents).reason == "agent_disabled"
+
+
+def test_no_availability_means_everyone_available():
+    assert plan().agent == plan({}).agent == plan({"1002": AVAILABLE}).agent == "1002"
+    assert plan({"1001": OFFLINE}).agent == "1002"  # only the bound agent's state matters
+
+
+def test_unavailable_manual_agent_falls_through_to_an_available_learned_one():
+    bindings = {MANUAL: Binding(CLIENT, "1001", MANUAL, at=NOW), **learned("1003")}
+    p = plan({"1001": BUSY}, bindings=bindings)
+    assert (p.agent, p.reason) == ("1003", "auto")
+
+
+def test_sequential_fallback_starts_with_the_highest_priority_available_member():
+    p = plan({"1001": OFFLINE, "1002": BUSY}, group=SEQ, bindings={})
+    assert [leg.agent for leg in p.fallback] == ["1003", "1001", "1002"]  # unavailable last, by priority
+
+
+def test_simultaneous_fallback_keeps_unavailable_members_but_never_dnd():
+    agents = dict(AGENTS, **{"1003": agent("1003", 3, dnd=True)})
+    p = plan({"1001": OFFLINE}, bindings={}, agents=agents)
+    assert [leg.agent for leg in p.fallback] == ["1001", "1002"]
+
+
+# -- the busy map -------------------------------------------------------------------------------
+
+def ev(name, uuid, direction, **headers):
+    return {"Event-Name": name, "Unique-ID": uuid, "Call-Direction": direction,
+            "Channel-Name": f"sofia/internal/{uuid}", **headers}
+
+
+def test_busy_map_agent_leg_busy_from_answer_to_hangup():
+    busy = BusyMap({"1001", "1002"})
+    busy.feed(ev("CHANNEL_CREATE", "leg", "outbound", variable_dialed_user="1002"))
+    assert not busy.is_busy("1002")  # ringing is not on a call
+    busy.feed(ev("CHANNEL_ANSWER", "leg", "outbound", variable_dialed_user="1002"))
+    assert busy.busy() == {"1002"}
+    busy.feed(ev("CHANNEL_HANGUP", "leg", "outbound"))
+    assert busy.busy() == set()
+
+
+def test_busy_map_agents_own_outgoing_call_busy_from_the_start():
+    busy = BusyMap(lambda: {"1001"})
+    busy.feed(ev("CHANNEL_CREATE", "out", "inbound", **{"Caller-Caller-ID-Number": "1001"}))
+    assert busy.is_busy("1001")
+    busy.feed(ev("CHANNEL_HANGUP_COMPLETE", "out", "inbound"))
+    assert not busy.is_busy("1001")
+
+
+def test_busy_map_ignores_clients_loopback_and_unknown_numbers():
+    busy = BusyMap({"1001"})
+    busy.feed(ev("CHANNEL_CREATE", "c", "inbound", **{"Caller-Caller-ID-Number": "+380501234567"}))
+    busy.feed({**ev("CHANNEL_ANSWER", "l", "outbound", variable_dialed_user="1001"),
+               "Channel-Name": "loopback/1001-a"})
+    busy.feed({"Event-Name": "HEARTBEAT"})
+    assert busy.busy() == set()
+
+
+def test_busy_map_lost_hangup_expires_and_reconnect_resets():
+    clock = [0.0]
+    busy = BusyMap({"1001", "1002"}, max_age=60, clock=lambda: clock[0])
+    busy.feed(ev("CHANNEL_ANSWER", "a", "outbound", variable_dialed_user="1001"))
+    clock[0] = 30
+    busy.feed(ev("CHANNEL_ANSWER", "b", "outbound", variable_dialed_user="1002"))
+    clock[0] = 61
+    assert busy.busy() == {"1002"}
+    busy.reset()
+    assert busy.busy() == set()
+
+
+# -- registrations ------------------------------------------------------------------------------
+
+def test_contact_target_only_for_user_dial_strings():
+    assert contact_target("user/1001@127.0.0.1") == "user/1001@127.0.0.1"
+    assert contact_target("[leg_timeout=5]user/1001@pbx.example") == "user/1001@pbx.example"
+    assert contact_target("user/1001@${domain_name}") == "user/1001@${domain_name}"
+    assert contact_target("sofia/gateway/gw/380441234567") is None
+    assert contact_target("user/1001@evil;system") is None
+
+
+def test_read_contact_answers_from_the_captures():
+    assert read_contact("error/user_not_registered") == OFFLINE
+    assert read_contact("sofia/internal/sip:gw+a1003@127.0.0.1:5070;transport=udp;gw=a1003") == AVAILABLE
+    assert read_contact("-ERR sofia_contact Command not found!\n") is None
+
+
+def test_registration_answers_are_cached_and_unknown_counts_as_available():
+    asked = []
+
+    def api(command, timeout):
+        asked.append(command)
+        return "error/user_not_registered" if "1001" in command else "sofia/internal/sip:x@h"
+
+    clock = [0.0]
+    regs = Registrations(api, ttl=5, clock=lambda: clock[0])
+    presence = Presence(registrations=regs)
+    agents = list(AGENTS.values())
+    assert presence.availability(agents, wait_for={"1001", "1002", "1003"}) == {"1001": OFFLINE}
+    assert presence.availability(agents, wait_for={"1001"}) == {"1001": OFFLINE}
+    assert len(asked) == 3  # the second decision was served from the cache
+    clock[0] = 6
+    presence.availability(agents, wait_for={"1001"})
+    assert asked[-1] == "sofia_contact user/1001@pbx"
+
+
+def test_registration_question_times_out_short_and_routes_as_available():
+    def slow(command, timeout):
+        with gevent.Timeout(timeout):
+            gevent.sleep(5)
+
+    regs = Registrations(slow, timeout=0.05)
+    started = gevent.get_hub().loop.now()
+    assert Presence(registrations=regs).availability([agent("1001")], wait_for={"1001"}) == {}
+    assert gevent.get_hub().loop.now() - started < 1
+    assert regs.failures == 1
+
+
+def test_presence_busy_beats_registration():
+    busy = BusyMap({"1001"})
+    busy.feed(ev("CHANNEL_ANSWER", "a", "outbound", variable_dialed_user="1001"))
+    presence = Presence(busy=busy, registrations=Registrations(lambda c, t: "error/user_not_registered"))
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": BUSY}

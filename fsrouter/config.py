@@ -5,8 +5,10 @@ of a cluster routes alike. This file is only about where things are.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import stat
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -71,6 +73,8 @@ def _seconds(key, value):
             raise ConfigError(f"{key}: expected a number of seconds, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
+    if isinstance(value, int) and value.bit_length() > 64:  # TOML allows it; float() would overflow
+        raise ConfigError(f"{key}: {str(value)[:20]}... seconds is too large")
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{key}: expected a number of seconds >= 0, got {value!r}")
     return float(value)
@@ -100,6 +104,16 @@ def _choice(options):
     return parse
 
 
+def _peers(key, value):
+    peers = _list(key, value)
+    for peer in peers:
+        try:
+            ipaddress.ip_network(peer, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}: {peer!r} is not an IP address or network (10.0.0.0/8)") from None
+    return peers
+
+
 def _database(key, value):
     text = _text(key, value).strip()
     return text or None
@@ -112,7 +126,7 @@ _PARSERS = {
     "esl_password": _text,
     "listen_host": _text,
     "listen_port": _port,
-    "allowed_peers": _list,
+    "allowed_peers": _peers,
     "ignore_channels": _list,
     "decision_budget": _positive_seconds,
     "drain_timeout": _seconds,
@@ -125,13 +139,24 @@ assert set(_PARSERS) == {f.name for f in fields(Config)}
 def _read_file(path: str) -> dict:
     try:
         with open(path, "rb") as handle:
+            _refuse_if_open_to_others(path, os.fstat(handle.fileno()).st_mode)
             return tomllib.load(handle)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}".replace("\n", " ")) from None
+
+
+def _refuse_if_open_to_others(path: str, mode: int) -> None:
+    """As ssh does with a private key: the file holds the event-socket password, so a file that
+    users other than its owner and group can read (or write) is refused, not read."""
+    if mode & 0o006:
+        raise ConfigError(f"config file {path} is open to others (mode {stat.S_IMODE(mode):04o}) and holds "
+                          f"the event-socket password: chmod o-rwx {path}")
 
 
 def load_config(path: str | None = None, environ=os.environ) -> Config:

@@ -75,6 +75,7 @@ def fails_in_one_line(result, *fragments, code=None) -> str:
 def write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)  # a config file open to others is refused
     return str(path)
 
 
@@ -629,7 +630,7 @@ def test_the_default_database_is_in_the_systemd_state_directory_or_the_user_data
     assert default_database_url({}) == f"sqlite:///{tmp_path / 'data' / 'fsrouter.db'}"
 
 
-def test_the_example_config_names_every_key_with_its_default():
+def test_the_example_config_names_every_key_with_its_default(tmp_path):
     import tomllib
     from pathlib import Path
 
@@ -637,5 +638,6 @@ def test_the_example_config_names_every_key_with_its_default():
     text = example.read_text()
     for key in config_module.config_defaults():
         assert f"{key} =" in text, key
-    assert load_config(str(example), environ={}) == Config()
+    installed = Path(write(tmp_path, "fsrouter.toml", text))  # as `make install` puts it: not 0644
+    assert load_config(str(installed), environ={}) == Config()
     assert tomllib.loads(text)  # it parses

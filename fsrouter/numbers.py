@@ -68,6 +68,10 @@ def normalize(raw: str, region: str) -> str:
     again = _parse(e164, None)
     if again is None or phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164:
         raise NotAClient(f"{text!r} has no stable international form")
+    # ... and the form must itself be a client: 4306507 in RU reads as +43 06507, whose
+    # national 0 goes, leaving +436507, which would be refused as an extension when read back.
+    if len(e164) - 1 < MIN_CLIENT_DIGITS:
+        raise NotAClient(f"{text!r} is {e164} in full, too short for a client number")
     return e164
 
 

@@ -88,3 +88,10 @@ def test_client_or_none_returns_e164():
 def test_normalized_form_is_a_fixed_point():
     assert normalize("+380501234567", "UA") == "+380501234567"
     assert normalize(normalize("01701234567", "DE"), "DE") == "+491701234567"
+
+
+def test_a_number_whose_full_form_is_too_short_is_not_a_client():
+    # Found by fuzzing: 4306507 in RU reads as +43 06507 and comes out as +436507 (national 0
+    # dropped), which normalize() itself refuses as an extension when it reads it back.
+    with pytest.raises(NotAClient):
+        normalize("4306507", "RU")

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import signal
 from collections import deque
+from urllib.parse import parse_qs, urlsplit
 
 import gevent
 import gevent.event
@@ -139,13 +140,27 @@ class CallWriter:
         return True
 
 
+# SQLite waits for a lock another process holds (a CLI import's write transaction) inside a C
+# call, and that stops every greenlet: no call was routed for as long as the lock was held. The
+# daemon's connections wait at most this long; a write that finds the database locked fails at
+# once and CallWriter retries it with a backoff, while routing goes on (reads never wait in WAL).
+SQLITE_BUSY_TIMEOUT = 0.05
+
+
+def cooperative_url(url: str) -> str:
+    """The database URL with SQLite's busy timeout set for the daemon (unless the URL sets one)."""
+    if not url.lower().startswith("sqlite") or "timeout" in parse_qs(urlsplit(url).query):
+        return url
+    return f"{url}{'&' if '?' in url else '?'}timeout={SQLITE_BUSY_TIMEOUT}"
+
+
 class Daemon:
     def __init__(self, config: Config, service: Service | None = None):
         self.config = config
         # One greenlet at a time talks to a connection: a shared one must not see two at once.
         self.db_lock = gevent.lock.RLock()
         if service is None:
-            url = config.database or default_database_url()
+            url = cooperative_url(config.database or default_database_url())
             self.service = Service(Store.open(url))
             # The writer has a connection of its own, so a call's decision never waits behind a
             # commit (PostgreSQL's flush, SQLite's WAL append), and the writer can yield mid-batch.

@@ -200,3 +200,50 @@ def test_garbage_on_the_event_socket_costs_a_reconnect_at_most(tmp_path, capfd):
     finally:
         office.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+def test_a_database_write_lock_held_elsewhere_never_stops_routing(tmp_path):
+    """A CLI import holds SQLite's write lock for seconds: calls still ring at once, and the
+    calls that ended meanwhile are written once the lock is gone. (SQLite waits for a lock in a
+    C call that stopped the whole daemon: found by the soak, soak/run.py.)"""
+    import sqlite3
+
+    from fsrouter.config import Config
+    from fsrouter.daemon import Daemon
+
+    office = Office(tmp_path)  # for its store and its fake; its daemon is replaced by one of
+    office.daemon.stop()       # `fsrouter run`'s making, with connections of its own
+    office.daemon = Daemon(Config(database=office.url, esl_port=office.fake.esl_address[1], listen_port=0,
+                                  drain_timeout=5.0))
+    office.daemon.start()
+    try:
+        assert office.daemon.listener.connected.wait(5)
+        for ext in AGENTS:
+            office.fake.agent(ext, answers_after=1, talk=12)
+        lock = sqlite3.connect(str(tmp_path / "office.db"), isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        locked_at = time.perf_counter()
+        try:
+            handles = []
+            for n in range(4):
+                started = time.perf_counter()
+                handle = office.fake.place_call(caller=f"050123456{n}", router=office.router)
+                assert wait_until(lambda h=handle: h.bridges, 1.5), "no bridge while the lock was held"
+                assert handle.first_bridge_at - started < 1.0
+                assert handle.wait(5)
+                handles.append(handle)
+                gevent.sleep(0.3)  # the writer tries to write the call that ended, and fails
+            assert office.daemon.writer.pending, "the calls wait for the lock, in memory"
+            assert office.daemon.writer.failures >= 1
+            # Everything here took a moment: no wait for the lock stopped the process (the fake
+            # and this test included) for SQLite's usual 10 s.
+            assert time.perf_counter() - locked_at < 5
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
+        office.settle(timeout=15)
+        assert len(office.store.calls()) == 4
+    finally:
+        office.close()

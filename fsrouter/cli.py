@@ -201,12 +201,19 @@ def agent_list(app, as_json):
              a.dial_string) for a in agents])
 
 
-@agent.command("disable", epilog=_example("fsrouter agent disable 1001"))
+@agent.command("disable", epilog=_example("fsrouter agent disable 1001",
+                                           "fsrouter agent disable 1001 --handover-to 1002"))
 @click.argument("ext")
+@click.option("--handover-to", metavar="EXT", help="Move all their bindings to this agent.")
 @pass_app
-def agent_disable(app, ext):
-    """Stop ringing agent EXT (their bindings are kept for when they come back)."""
-    app.store.set_agent_enabled(ext, False)
+def agent_disable(app, ext, handover_to):
+    """Stop ringing agent EXT. Their learned bindings are released (the clients' next calls
+    teach new ones); manual ones stay for a human (`binding list --stale`)."""
+    from .cli_presence import release_after_leaving
+
+    with app.store.transaction():
+        app.store.set_agent_enabled(ext, False)
+        release_after_leaving(app, ext, handover_to)
     click.echo(f"disabled agent {ext}")
 
 
@@ -219,12 +226,18 @@ def agent_enable(app, ext):
     click.echo(f"enabled agent {ext}")
 
 
-@agent.command("rm", epilog=_example("fsrouter agent rm 1001"))
+@agent.command("rm", epilog=_example("fsrouter agent rm 1001", "fsrouter agent rm 1001 --handover-to 1002"))
 @click.argument("ext")
+@click.option("--handover-to", metavar="EXT", help="Move all their bindings (manual and learned) to this agent.")
 @pass_app
-def agent_rm(app, ext):
-    """Delete agent EXT. Their bindings stay, shown by `binding list --stale`."""
-    app.store.remove_agent(ext)
+def agent_rm(app, ext, handover_to):
+    """Delete agent EXT. Their learned bindings are released; manual ones stay, shown by
+    `binding list --stale`; --handover-to moves them all in one step."""
+    from .cli_presence import release_after_leaving
+
+    with app.store.transaction():
+        app.store.remove_agent(ext)
+        release_after_leaving(app, ext, handover_to)
     click.echo(f"removed agent {ext}")
 
 
@@ -572,7 +585,9 @@ def route(app, client, group_name, at, as_json):
     number = app.service.normalize(client)  # garbage is an error here, not a "not a client" plan
     plan = app.service.route(number, group_name, now=parse_time(at) if at else None)
     if as_json:
-        return _echo_json(plan.as_dict())
+        from .cli_presence import route_settings
+
+        return _echo_json({**plan.as_dict(), "settings": route_settings(app, group_name)})
     click.echo(f"client    {plan.client}")
     click.echo(f"group     {plan.group}")
     if plan.sticky:
@@ -586,6 +601,9 @@ def route(app, client, group_name, at, as_json):
                    f"{format_duration(plan.fallback[0].timeout)})")
     else:
         click.echo("fallback  nobody: the group has no enabled members")
+    from .cli_presence import echo_route_settings
+
+    echo_route_settings(app, group_name)
 
 
 # -- implemented elsewhere ---------------------------------------------------------------------
@@ -605,6 +623,8 @@ def demo(speed):
     from .demo import run_demo
     run_demo(speed=speed)
 
+
+from . import cli_presence  # noqa: F401  (presence, hours, clients: registers its commands)
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ from .esl.inbound import EventListener
 from .esl.outbound import CallRouter, OutboundServer, OutboundStats
 from .logs import configure_logging
 from .model import Call
+from .presence import BusyMap, Presence, Registrations
 from .service import Service
 from .store import Store
 from .systemd_notify import notify, watchdog_interval
@@ -171,7 +172,12 @@ class Daemon:
         self.tracker = CallTracker(agents=self._agent_extensions, region=self._region(),
                                    ignore_channels=tuple(config.ignore_channels))
         self.listener = EventListener(config.esl_host, config.esl_port, config.esl_password,
-                                      on_event=self._on_event, on_connect=self.tracker.reset_sequence)
+                                      on_event=self._on_event, on_connect=self._on_connect)
+        # Presence (docs/presence-and-hours.md): who is on a call, from the same events, and whose
+        # phone is registered, asked of FreeSWITCH (sofia_contact) on the same connection.
+        self.busy = BusyMap(self._agent_extensions, ignore_channels=tuple(config.ignore_channels))
+        self.presence = Presence(self.busy, Registrations(self.listener.api))
+        self.service.presence = self._availability
         self.outbound_stats = OutboundStats()
         self.outbound = OutboundServer(config.listen_host, config.listen_port,
                                        CallRouter(self.decide, self.outbound_stats),
@@ -192,7 +198,26 @@ class Daemon:
         except Exception:
             return "UA"
 
+    def _on_connect(self) -> None:
+        self.tracker.reset_sequence()
+        # Events may have been lost while disconnected: a hang-up among them would leave an agent
+        # busy for hours. Forget, and learn again from the events to come.
+        self.busy.reset()
+        self.presence.registrations.forget()
+
+    def _availability(self, agents, wait_for):
+        """Presence for one decision. The decision holds the database lock; a sofia_contact round
+        trip must not hold up other calls' decisions, so the lock is let go meanwhile."""
+        held = self.db_lock._is_owned()
+        saved = self.db_lock._release_save() if held else None
+        try:
+            return self.presence.availability(agents, wait_for)
+        finally:
+            if held:
+                self.db_lock._acquire_restore(saved)
+
     def _on_event(self, headers: dict) -> None:
+        self.busy.feed(headers)
         for call in self.tracker.feed(headers):
             self.writer.put(call)
 

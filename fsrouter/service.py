@@ -11,11 +11,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from . import routing, rules
+import structlog
+
+from . import overrides, routing, rules
 from .model import AUTO, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
 from .numbers import NotAClient, client_or_none, normalize
 from .settings import Settings
 from .store import Store
+
+log = structlog.get_logger("fsrouter.service")
 
 CALL_COLUMNS = ("started_at", "direction", "client", "agent", "talk_seconds")
 BINDING_COLUMNS = ("client", "agent")
@@ -67,6 +71,9 @@ class Service:
         self.clock = clock
         self.cache_ttl = cache_ttl
         self._snapshot: _Snapshot | None = None
+        # The daemon's presence (presence.Presence.availability, or None: everyone available):
+        # called as presence(agents, wait_for) -> {ext: OFFLINE | BUSY}.
+        self.presence = None
 
     # -- cached configuration --------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -108,9 +115,28 @@ class Service:
         if group is None:
             raise ServiceError(f"unknown group {group_name!r}")
         client = client_or_none(caller_raw, snapshot.settings.default_region)
-        bindings = self.store.bindings_for(client) if client is not None else {}
+        bindings, extras = self._client_inputs(client, group, snapshot.agents)
         return routing.decide(client, group, now or self.clock(), snapshot.settings, bindings,
-                              snapshot.agents)
+                              snapshot.agents, **extras)
+
+    def _client_inputs(self, client: str | None, group: Group, agents: dict[str, Agent]) -> tuple[dict, dict]:
+        """The client's bindings (a number linked to a client reads the client's) and what decide
+        takes besides: the agents the client is kept away from, whether the number is shared, and
+        (with presence) who cannot take a call. Two indexed reads; presence waits only for the
+        bound agents (docs/presence-and-hours.md)."""
+        if client is None:
+            return {}, {}
+        owner, shared, blocked = self.store.client_of(client)
+        bindings = self.store.bindings_for(owner)
+        extras = {"blocked": blocked, "shared": shared}
+        if self.presence is not None and not shared:
+            wait_for = {b.agent for b in bindings.values()}
+            sequential = group.strategy == routing.SEQUENTIAL
+            candidates = [a for a in agents.values()
+                          if a.ext in wait_for or (sequential and group.name in a.groups)]
+            if candidates:
+                extras["availability"] = self.presence(candidates, wait_for)
+        return bindings, extras
 
     def fallback_plan(self, caller_raw: str, group_name: str,
                       now: datetime | None = None) -> RoutePlan | None:
@@ -129,7 +155,17 @@ class Service:
 
     # -- learning --------------------------------------------------------------------------------
     def record_call(self, call: Call) -> Binding | None:
-        return self.store.record_call(call, self.settings())
+        """Record and learn under the call's group's own settings (learn_from...); then, with
+        max_sticky_misses, drop a learned binding whose agent keeps missing the client's calls."""
+        settings = overrides.effective(self.settings(), self.groups().get(call.group) if call.group else None)
+        binding = self.store.record_call(call, settings)
+        misses = getattr(settings, "max_sticky_misses", 0)
+        if misses and binding is None:
+            dropped = self.store.forget_after_misses(call, misses)
+            if dropped is not None:
+                log.info("binding.released_after_misses", client=dropped.client, agent=dropped.agent,
+                         misses=misses)
+        return binding
 
     def import_calls(self, rows) -> CallImport:
         """Dicts with CALL_COLUMNS (line 1 is the header, so the first row is line 2)."""

@@ -70,6 +70,13 @@ def _choice(options):
     return parse
 
 
+def parse_count(text: str) -> int:
+    value = str(text).strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 6:
+        raise ValueError(f"bad number {text!r}: a whole number, 0 or more")
+    return int(value)
+
+
 def parse_region(text: str) -> str:
     region = str(text).strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -87,6 +94,7 @@ class Settings:
     outbound_requires_answer: bool = False
     fallback_excludes_sticky: bool = False
     default_region: str = "UA"
+    max_sticky_misses: int = 0  # 0 = off; see docs/presence-and-hours.md
 
     def with_text(self, key: str, text: str) -> "Settings":
         """A copy with one key set from its text form; KeyError/ValueError on bad input."""
@@ -135,6 +143,9 @@ SETTINGS: dict[str, SettingSpec] = {
     "fallback_excludes_sticky": SettingSpec(parse_bool, _bool_text,
                                             "leave the bound agent out of the group ring that follows"),
     "default_region": SettingSpec(parse_region, str, "country for numbers dialled without a country code"),
+    "max_sticky_misses": SettingSpec(lambda text: parse_count(text), str,
+                                     "a bound agent who misses this many sticky calls of a client in a row "
+                                     "loses that learned binding (0 = off)"),
 }
 
 assert set(SETTINGS) == {f.name for f in fields(Settings)}

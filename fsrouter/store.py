@@ -7,6 +7,7 @@ so two stores (two databases) can be open in one process without rebinding share
 from __future__ import annotations
 
 import functools
+import json
 import re
 import uuid
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import peewee as pw
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator
 
-from . import rules
+from . import hours, overrides, rules
 from .model import (
     AUTO,
     DIRECTIONS,
@@ -105,6 +106,7 @@ def _models(db: pw.Database) -> SimpleNamespace:
         dial_string = pw.TextField()
         priority = pw.IntegerField(default=100)
         enabled = pw.BooleanField(default=True)
+        dnd = pw.BooleanField(default=False)  # added by migration 3 (presence)
 
         class Meta:
             table_name = "agent"
@@ -114,6 +116,10 @@ def _models(db: pw.Database) -> SimpleNamespace:
         strategy = pw.TextField(default=SIMULTANEOUS)
         sticky_scope = pw.TextField(default=SCOPE_ANY)
         ring_timeout = pw.FloatField(default=30.0)  # seconds
+        # Added by migration 3 (hours and per-group settings).
+        sticky_hours = pw.TextField(default="")
+        timezone = pw.TextField(default="")
+        overrides = pw.TextField(default="")  # JSON object: setting key -> text
 
         class Meta:
             table_name = "agent_group"  # "group" is an SQL keyword
@@ -197,9 +203,27 @@ def _v2_callbacks_and_rebinds(db, migrator, m):
     db.create_tables([m.BindingHistory], safe=True)
 
 
+def _v3_presence_hours_clients(db, migrator, m):
+    # Idempotent: a database made by step 1 from today's models already has the columns.
+    from playhouse.migrate import migrate
+
+    steps = []
+    have = {c.name for c in db.get_columns("agent")}
+    if "dnd" not in have:
+        steps.append(migrator.add_column("agent", "dnd", pw.BooleanField(default=False)))
+    have = {c.name for c in db.get_columns("agent_group")}
+    for column in ("sticky_hours", "timezone", "overrides"):
+        if column not in have:
+            steps.append(migrator.add_column("agent_group", column, pw.TextField(default="")))
+    if steps:
+        migrate(*steps)
+    db.create_tables([m.ClientNumber, m.Block], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
+    (3, "agent dnd, group hours and settings, client numbers, blocks", _v3_presence_hours_clients),
 ]
 
 
@@ -254,6 +278,7 @@ class Store:
     def __init__(self, db: pw.Database):
         self.db = db
         self.m = _models(db)
+        _client_models(db, self.m)
         self._upgrade()
         self._prepare_statements()
 
@@ -369,7 +394,8 @@ class Store:
             groups.setdefault(agent, set()).add(group)
         return {
             row.ext: Agent(ext=row.ext, name=row.name, dial_string=row.dial_string, priority=row.priority,
-                           enabled=bool(row.enabled), groups=frozenset(groups.get(row.ext, ())))
+                           enabled=bool(row.enabled), groups=frozenset(groups.get(row.ext, ())),
+                           dnd=bool(row.dnd))
             for row in self.m.Agent.select().order_by(self.m.Agent.ext)
         }
 
@@ -564,6 +590,162 @@ class Store:
                               self.db.param, rows=len(chunk))
             self.db.execute_sql(sql, params)
 
+    # -- presence, hours, clients, handover (docs/presence-and-hours.md) -------------------------
+    def set_agent_dnd(self, ext: str, on: bool) -> None:
+        with self.transaction():
+            self._require_agent(ext)
+            self.m.Agent.update(dnd=bool(on)).where(self.m.Agent.ext == ext).execute()
+
+    def set_group_options(self, name: str, sticky_hours: str | None = None, timezone: str | None = None,
+                          settings: dict[str, str] | None = None, unset=()) -> Group:
+        """Sticky hours ("" = always), time zone ("" = UTC) and the group's own settings (`unset`:
+        keys that go back to the global value)."""
+        with self.transaction():
+            row = self.m.Group.get_or_none(self.m.Group.name == name)
+            if row is None:
+                raise StoreError(f"unknown group {name!r}")
+            changes = {}
+            spec = row.sticky_hours if sticky_hours is None else " ".join(sticky_hours.split())
+            zone = row.timezone if timezone is None else timezone.strip()
+            try:
+                if spec:
+                    hours.parse(spec, zone or None)
+                elif zone:
+                    hours.zone(zone)
+                own = dict(json.loads(row.overrides) if row.overrides else {})
+                for key in unset:
+                    if key not in overrides.GROUP_KEYS:
+                        raise ValueError(f"a group cannot set {key!r}: only {', '.join(overrides.GROUP_KEYS)}")
+                    own.pop(key, None)
+                own.update(settings or {})
+                own = dict(overrides.check(own.items()))
+            except ValueError as exc:
+                raise StoreError(_one_line(exc)) from None
+            changes = {"sticky_hours": spec, "timezone": zone,
+                       "overrides": json.dumps(own, sort_keys=True) if own else ""}
+            self.m.Group.update(**changes).where(self.m.Group.name == name).execute()
+        return self.group(name)
+
+    @_reconnects
+    def client_of(self, number: str) -> tuple[str, bool, frozenset[str]]:
+        """(client id, shared?, agents the client is kept away from) of a number: one indexed read."""
+        sql = getattr(self, "_client_sql", None)
+        if sql is None:
+            n, k = f'"{self.m.ClientNumber._meta.table_name}"', f'"{self.m.Block._meta.table_name}"'
+            sql = self._client_sql = (f'SELECT n."client", n."shared", k."agent" FROM {n} n LEFT JOIN {k} k '
+                                      f'ON k."client" = n."client" WHERE n."number" = {self.db.param}')
+        rows = self.db.execute_sql(sql, (number,)).fetchall()
+        if not rows:
+            return number, False, frozenset()
+        return rows[0][0], bool(rows[0][1]), frozenset(r[2] for r in rows if r[2] is not None)
+
+    def numbers_of(self, client: str) -> list[str]:
+        cn = self.m.ClientNumber
+        found = {n for (n,) in cn.select(cn.number).where(cn.client == client).tuples()}
+        return sorted(found | {client})
+
+    def _own_row(self, number: str, client: str) -> None:
+        cn = self.m.ClientNumber
+        cn.insert(number=number, client=client, shared=False).on_conflict_ignore().execute()
+
+    def link_numbers(self, number: str, other: str) -> str:
+        """`other` (and every number of its client) joins `number`'s client; their bindings merge
+        (the client's own manual binding wins; of two learned ones the later call). The client id."""
+        _require_client(number)
+        _require_client(other)
+        cn, b, k = self.m.ClientNumber, self.m.Binding, self.m.Block
+        with self.transaction():
+            target, _, _ = self.client_of(number)
+            source, _, _ = self.client_of(other)
+            self._own_row(number, target)
+            self._own_row(target, target)
+            if source != target:
+                self._own_row(source, source)
+                self._own_row(other, source)
+                cn.update(client=target).where(cn.client == source).execute()
+                mine, theirs = self.bindings_for(target), self.bindings_for(source)
+                for kind, binding in theirs.items():
+                    held = mine.get(kind)
+                    if held is None or (kind == AUTO and (binding.at, binding.agent) > (held.at, held.agent)):
+                        self._upsert_bindings([replace(binding, client=target)])
+                b.delete().where(b.client == source).execute()
+                for (agent,) in k.select(k.agent).where(k.client == source).tuples():
+                    k.insert(client=target, agent=agent).on_conflict_ignore().execute()
+                k.delete().where(k.client == source).execute()
+        return target
+
+    def set_shared(self, number: str, on: bool) -> None:
+        """A shared number (switchboard) never binds and never routes sticky."""
+        _require_client(number)
+        cn = self.m.ClientNumber
+        with self.transaction():
+            self._own_row(number, self.client_of(number)[0])
+            cn.update(shared=bool(on)).where(cn.number == number).execute()
+
+    def block(self, number: str, ext: str) -> tuple[str, int]:
+        """Keep the client of `number` away from agent `ext`: (client id, learned bindings dropped)."""
+        _require_client(number)
+        b = self.m.Binding
+        with self.transaction():
+            self._require_agent(ext)
+            client = self.client_of(number)[0]
+            self._own_row(number, client)
+            self._own_row(client, client)
+            self.m.Block.insert(client=client, agent=ext).on_conflict_ignore().execute()
+            dropped = b.delete().where(b.client == client, b.source == AUTO, b.agent == ext).execute()
+        return client, dropped
+
+    def unblock(self, number: str, ext: str) -> int:
+        k = self.m.Block
+        return k.delete().where(k.client == self.client_of(number)[0], k.agent == ext).execute()
+
+    def blocks(self, client: str | None = None) -> list[tuple[str, str]]:
+        k = self.m.Block
+        query = k.select(k.client, k.agent).order_by(k.client, k.agent)
+        if client is not None:
+            query = query.where(k.client == client)
+        return list(query.tuples())
+
+    def release_learned(self, ext: str) -> int:
+        """Drop every learned binding to `ext` (the agent left or was disabled): their clients'
+        next calls ring the group and teach a new binding. Manual ones stay for a human."""
+        b = self.m.Binding
+        return b.delete().where(b.agent == ext, b.source == AUTO).execute()
+
+    def handover(self, ext: str, other: str) -> tuple[int, int]:
+        """Every binding of `ext` moves to `other` in one transaction: (moved, left behind). A
+        client kept away from `other` is not moved: its learned binding is dropped, its manual one
+        stays on `ext` (binding list --stale)."""
+        if ext == other:
+            raise StoreError("hand over to another agent")
+        b, k = self.m.Binding, self.m.Block
+        with self.transaction():
+            self._require_agent(other)
+            kept_away = pw.fn.EXISTS(k.select(k.agent).where((k.client == b.client) & (k.agent == other)))
+            moved = b.update(agent=other).where((b.agent == ext) & ~kept_away).execute()
+            self.release_learned(ext)
+            left = b.select().where(b.agent == ext).count()
+        return moved, left
+
+    def forget_after_misses(self, call: Call, misses: int) -> Binding | None:
+        """max_sticky_misses: when the client's last `misses` inbound calls all rang the same bound
+        agent's sticky leg and none was answered by that agent, drop that learned binding (returned)."""
+        agent = _sticky_agent(call)
+        if misses <= 0 or call.direction != "inbound" or agent is None or call.agent == agent:
+            return None
+        client = self.client_of(call.client)[0]
+        learned = self.bindings_for(client).get(AUTO)
+        if learned is None or learned.agent != agent:
+            return None
+        c = self.m.Call
+        rows = list(c.select().where(c.client == call.client, c.direction == "inbound")
+                    .order_by(c.started_at.desc()).limit(misses))
+        if len(rows) < misses or any(_sticky_agent(r) != agent or r.agent == agent for r in rows):
+            return None
+        b = self.m.Binding
+        gone = b.delete().where(b.client == client, b.source == AUTO, b.agent == agent).execute()
+        return learned if gone else None
+
     # -- calls and learning ----------------------------------------------------------------------
     @_reconnects
     def save_call(self, call: Call) -> Call:
@@ -644,6 +826,13 @@ class Store:
         if not call.client:
             return None
         call = _with_uuid(call)
+        # A number linked to a client teaches that client; a shared number teaches nobody, and
+        # an agent the client is kept away from is never learned.
+        client, shared, blocked = self.client_of(call.client)
+        if shared or (call.agent is not None and call.agent in blocked):
+            return None
+        if client != call.client:
+            call = replace(call, client=client)
         with self.transaction():
             for _ in range(_LEARN_ATTEMPTS):
                 current = self.bindings_for(call.client).get(AUTO)
@@ -723,9 +912,43 @@ def _upsert_sql(table: str, columns, conflict: list[str], param: str, rows: int 
             f"ON CONFLICT ({targets}) DO UPDATE SET {updates}")
 
 
+def _sticky_agent(call) -> str | None:
+    """Whose sticky leg rang first on a call (a Call or a call row), when one did."""
+    return getattr(call, "sticky_agent", None) or None
+
+
 def _group(row) -> Group:
+    stored = json.loads(row.overrides) if row.overrides else {}
     return Group(name=row.name, strategy=row.strategy, sticky_scope=row.sticky_scope,
-                 ring_timeout=timedelta(seconds=row.ring_timeout))
+                 ring_timeout=timedelta(seconds=row.ring_timeout), sticky_hours=row.sticky_hours or "",
+                 timezone=row.timezone or "", overrides=tuple(sorted(stored.items())))
+
+
+def _client_models(db: pw.Database, m: SimpleNamespace) -> None:
+    """The tables of clients as people (migration 3), added to the models `m`."""
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class ClientNumberRow(Base):
+        # A number that belongs to a client other than itself, or is shared, or has blocks. A
+        # number without a row is its own client. The client id is one of its numbers.
+        number = pw.TextField(primary_key=True)
+        client = pw.TextField(index=True)
+        shared = pw.BooleanField(default=False)
+
+        class Meta:
+            table_name = "client_number"
+
+    class BlockRow(Base):
+        client = pw.TextField()
+        agent = pw.TextField()
+
+        class Meta:
+            table_name = "binding_block"
+            primary_key = pw.CompositeKey("client", "agent")
+
+    m.ClientNumber, m.Block = ClientNumberRow, BlockRow
 
 
 def _clean_name(name) -> str:

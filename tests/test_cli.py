@@ -114,6 +114,16 @@ EXPECTED_COMMANDS = {
     ("calls", "list"),
     ("calls", "missed"),  # issue 4
     ("report",),  # issue 4
+    ("agent", "dnd"),  # issue 4: presence, hours, clients, handover
+    ("group", "set"),
+    ("client",),
+    ("client", "link"),
+    ("client", "show"),
+    ("number",),
+    ("number", "shared"),
+    ("binding", "block"),
+    ("binding", "unblock"),
+    ("binding", "blocks"),
     ("route",),
     ("run",),
     ("demo",),
@@ -354,6 +364,7 @@ def test_settings_show_the_defaults_and_set_a_key(fsrouter):
         "outbound_requires_answer": "false",
         "fallback_excludes_sticky": "false",
         "default_region": "UA",
+        "max_sticky_misses": "0",
     }
     assert ok(fsrouter("settings", "set", "sticky_timeout", "25s")).strip() == "sticky_timeout = 25s"
     assert json.loads(ok(fsrouter("settings", "show", "--json")))["sticky_timeout"] == "25s"

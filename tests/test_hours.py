@@ -1,14 +1,16 @@
 """Sticky hours (hours.py) and a group's own settings (overrides.py): pure, the time passed in."""
-from datetime import datetime, timedelta, timezone
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from click.testing import CliRunner
 
 from fsrouter import hours, overrides
+from fsrouter.cli import main
 from fsrouter.model import AUTO, Agent, Binding, Group
 from fsrouter.routing import decide
 from fsrouter.settings import Settings
 
-UTC = timezone.utc
 CLIENT = "+380501234567"
 # 2024-05-01 was a Wednesday; Kyiv is UTC+3 in May (summer time), UTC+2 in January.
 WED_NOON_UTC = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -140,3 +142,81 @@ def test_overrides_check_refuses_keys_a_group_cannot_set_and_bad_values():
         overrides.check([("min_talk", "5s")])
     with pytest.raises(ValueError):
         overrides.check([("mode", "sometimes")])
+
+
+# -- store and command line ---------------------------------------------------------------------
+
+@pytest.fixture
+def fsrouter(tmp_path, monkeypatch):
+    from fsrouter import config as config_module
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    for name in list(__import__("os").environ):
+        if name.startswith("FSROUTER_"):
+            monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(main, ["--db", url, *args])
+        assert result.exit_code == code, (result.output, result.exception)
+        return result.output
+
+    run("group", "add", "sales")
+    run("agent", "add", "1001", "--name", "Anna", "--group", "sales")
+    run("binding", "set", "0501234567", "1001")
+    run.url = url
+    return run
+
+
+def test_group_set_sticky_hours_outside_them_route_says_outside_hours(fsrouter):
+    out = fsrouter("group", "set", "sales", "--sticky-hours", "mon-fri 09:00-18:00", "--timezone", "Europe/Kyiv")
+    assert "mon-fri 09:00-18:00 (Europe/Kyiv)" in out
+    # 2024-05-01 is a Wednesday; 16:00 UTC is 19:00 in Kyiv.
+    evening = json.loads(fsrouter("route", "0501234567", "--group", "sales", "--at", "2024-05-01T16:00:00Z",
+                                  "--json"))
+    assert (evening["agent"], evening["reason"]) == (None, "outside_hours")
+    noon = json.loads(fsrouter("route", "0501234567", "--group", "sales", "--at", "2024-05-01T09:00:00Z",
+                               "--json"))
+    assert (noon["agent"], noon["reason"]) == ("1001", "manual")
+    fsrouter("group", "set", "sales", "--sticky-hours", "")
+    assert json.loads(fsrouter("route", "0501234567", "--group", "sales", "--at", "2024-05-01T16:00:00Z",
+                               "--json"))["agent"] == "1001"
+
+
+def test_group_set_bad_hours_or_zone_is_a_one_line_error(fsrouter):
+    assert "bad sticky hours" in fsrouter("group", "set", "sales", "--sticky-hours", "weekdays", code=1)
+    assert "unknown time zone" in fsrouter("group", "set", "sales", "--timezone", "Mars/Olympus", code=1)
+    assert "bad" in fsrouter("group", "set", "sales", "--sticky-timeout", "soon", code=1)
+
+
+def test_route_shows_which_value_came_from_where(fsrouter):
+    fsrouter("settings", "set", "lookback", "60d")
+    fsrouter("group", "set", "sales", "--sticky-timeout", "8s", "--mode", "manual")
+    plan = json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))
+    assert plan["timeout"] == 8.0
+    assert plan["settings"]["sticky_timeout"] == {"value": "8s", "from": "group"}
+    assert plan["settings"]["mode"] == {"value": "manual", "from": "group"}
+    assert plan["settings"]["lookback"] == {"value": "60d", "from": "global"}
+    assert plan["settings"]["learn_from"] == {"value": "both", "from": "global"}
+    text = fsrouter("route", "0501234567", "--group", "sales")
+    assert "sticky_timeout 8s (group)" in text and "lookback       60d (global)" in text
+    fsrouter("group", "set", "sales", "--unset", "sticky_timeout")
+    plan = json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))
+    assert plan["settings"]["sticky_timeout"] == {"value": "20s", "from": "global"}
+
+
+def test_group_learn_from_beats_the_global_one_when_calls_are_recorded(fsrouter):
+    from fsrouter.model import Call
+    from fsrouter.service import Service
+    from fsrouter.store import Store
+    fsrouter("group", "set", "sales", "--learn-from", "outbound")
+    fsrouter("group", "add", "support")
+    with Store.open(fsrouter.url) as store:
+        service = Service(store)
+        t = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+        def inbound(client, group):
+            return Call("inbound", client, "1001", t, t + timedelta(seconds=60), talk_seconds=60,
+                        answered=True, group=group)
+        assert service.record_call(inbound("+380671112233", "sales")) is None  # sales learns from outbound only
+        assert service.record_call(inbound("+380931112233", "support")).agent == "1001"  # global: both

@@ -9,7 +9,13 @@ from click.testing import CliRunner
 
 from fsrouter.cli import main
 from fsrouter.model import AUTO, MANUAL, SEQUENTIAL, Agent, Binding, Group
-from fsrouter.presence import BusyMap, Presence, Registrations, contact_target, read_contact
+from fsrouter.presence import (
+    BusyMap,
+    Presence,
+    Registrations,
+    contact_target,
+    read_contact,
+)
 from fsrouter.routing import AVAILABLE, BUSY, DND, OFFLINE, decide
 from fsrouter.settings import Settings
 
@@ -182,3 +188,105 @@ def test_presence_busy_beats_registration():
     busy.feed(ev("CHANNEL_ANSWER", "a", "outbound", variable_dialed_user="1001"))
     presence = Presence(busy=busy, registrations=Registrations(lambda c, t: "error/user_not_registered"))
     assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": BUSY}
+
+
+# -- store and command line ---------------------------------------------------------------------
+
+@pytest.fixture
+def fsrouter(tmp_path, monkeypatch):
+    from fsrouter import config as config_module
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    for name in list(__import__("os").environ):
+        if name.startswith("FSROUTER_"):
+            monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(main, ["--db", url, *args])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.output
+
+    run("group", "add", "sales", "--strategy", "sequential")
+    run("agent", "add", "1001", "--name", "Anna", "--group", "sales", "--priority", "1")
+    run("agent", "add", "1002", "--name", "Bohdan", "--group", "sales", "--priority", "2")
+    return run
+
+
+def test_agent_dnd_on_is_stored_and_skips_the_bound_agent(fsrouter):
+    fsrouter("binding", "set", "0501234567", "1001")
+    assert "do-not-disturb on" in fsrouter("agent", "dnd", "1001", "on")
+    assert "do-not-disturb on" in fsrouter("agent", "dnd", "1001")
+    plan = json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))
+    assert (plan["agent"], plan["reason"]) == (None, "agent_dnd")
+    assert [leg["agent"] for leg in plan["fallback"]] == ["1002"]
+    fsrouter("agent", "dnd", "1001", "off")
+    plan = json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))
+    assert (plan["agent"], plan["reason"]) == ("1001", "manual")
+
+
+def test_agent_dnd_column_added_by_a_migration_to_an_old_database(tmp_path):
+    import sqlite3
+
+    from fsrouter.store import MIGRATIONS, Store
+    path = tmp_path / "old.db"
+    Store.open(f"sqlite:///{path}").close()
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE agent DROP COLUMN dnd")
+    con.execute("DROP TABLE client_number")
+    version = next(v for v, name, _ in MIGRATIONS if "dnd" in name)
+    con.execute("DELETE FROM schema_version WHERE version >= ?", (version,))
+    con.commit()
+    con.close()
+    with Store.open(f"sqlite:///{path}") as store:
+        store.add_agent("1001", "Anna")
+        store.set_agent_dnd("1001", True)
+        assert store.agents()["1001"].dnd
+        assert store.client_of("+380501234567") == ("+380501234567", False, frozenset())
+
+
+# -- end to end: the daemon against the fake FreeSWITCH -----------------------------------------
+
+@pytest.fixture
+def office(tmp_path):
+    from office import Office
+    office = Office(tmp_path)
+    yield office
+    office.close()
+
+
+def test_e2e_unregistered_bound_agent_skipped_at_once(office):
+    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    office.fake.agent("1002", not_registered=True)
+    office.fake.agent("1001", answers_after=1, talk=3)
+    call = office.call("0501234567")
+    assert call.variables["fsrouter_reason"] == "agent_offline"
+    assert len(call.bridges) == 1  # no 20 s sticky leg first: the group at once
+    assert "leg_timeout=20" not in call.bridges[0].dial_string
+    assert call.answered_by == "1001"
+    assert call.variables["fsrouter_route"] == "fallback"
+
+
+def test_e2e_registered_bound_agent_still_rings_first(office):
+    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    office.fake.agent("1002", answers_after=1, talk=3)
+    call = office.call("0501234567")
+    assert (call.variables["fsrouter_reason"], call.answered_by) == ("manual", "1002")
+    assert call.bridges[0].dial_string == "[leg_timeout=20]user/1002@127.0.0.1"
+
+
+def test_e2e_bound_agent_already_on_a_call_skipped(office):
+    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    office.fake.agent("1001", answers_after=1, talk=3)
+    busy_call = office.fake.agent_calls_out("1002", "+380679990000", answered=True, talk=400, ring=0.2)
+    with gevent.Timeout(5, False):
+        while not office.daemon.busy.is_busy("1002"):
+            gevent.sleep(0.01)
+    assert office.daemon.busy.is_busy("1002"), "the agent's own call never made them busy"
+    call = office.call("0501234567")
+    assert call.variables["fsrouter_reason"] == "agent_busy"
+    assert len(call.bridges) == 1 and "leg_timeout=20" not in call.bridges[0].dial_string
+    assert call.answered_by == "1001"
+    assert busy_call.wait(10)
+    office.settle()
+    assert not office.daemon.busy.is_busy("1002")  # their call ended: free again

@@ -7,7 +7,7 @@ import pytest
 from fsrouter.settings import SETTINGS, Settings, format_duration, parse_bool, parse_duration
 
 KEYS = ["lookback", "sticky_timeout", "min_talk", "mode", "learn_from", "outbound_requires_answer",
-        "fallback_excludes_sticky", "default_region"]
+        "fallback_excludes_sticky", "default_region", "max_sticky_misses"]
 
 
 @pytest.mark.parametrize("text, value", [
@@ -59,7 +59,7 @@ def test_defaults_come_from_one_table():
     assert Settings().as_text() == {
         "lookback": "30d", "sticky_timeout": "20s", "min_talk": "10s", "mode": "both",
         "learn_from": "both", "outbound_requires_answer": "false", "fallback_excludes_sticky": "false",
-        "default_region": "UA",
+        "default_region": "UA", "max_sticky_misses": "0",
     }
 
 

@@ -1,0 +1,192 @@
+"""Clients as people: linked numbers share bindings, shared numbers never bind or route sticky,
+and a client kept away from an agent never gets them as sticky agent, by any source."""
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from fsrouter.cli import main
+from fsrouter.model import AUTO, MANUAL, Agent, Binding, Call, Group
+from fsrouter.routing import decide
+from fsrouter.service import Service
+from fsrouter.settings import Settings
+from fsrouter.store import Store, StoreError
+
+HOME, MOBILE, OFFICE = "+380441234567", "+380501234567", "+380671112233"
+T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
+AGENTS = {e: Agent(e, e, f"user/{e}@pbx", groups=frozenset({"sales"})) for e in ("1001", "1002")}
+
+
+def answered(client, agent, at=T0, uuid=None):
+    return Call("inbound", client, agent, at, at + timedelta(seconds=60), talk_seconds=60, answered=True,
+                uuid=uuid)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(f"sqlite:///{tmp_path / 'c.db'}") as store:
+        store.add_group("sales")
+        store.add_agent("1001", "Anna", groups=["sales"])
+        store.add_agent("1002", "Bohdan", groups=["sales"])
+        yield store
+
+
+# -- the decision (pure) ------------------------------------------------------------------------
+
+def test_blocked_agent_is_never_the_sticky_agent_by_any_source():
+    bindings = {MANUAL: Binding(MOBILE, "1001", MANUAL, at=T0), AUTO: Binding(MOBILE, "1001", AUTO, at=T0)}
+    plan = decide(MOBILE, Group("sales"), T0, Settings(), bindings, AGENTS, blocked={"1001"})
+    assert (plan.sticky, plan.reason) == (None, "agent_blocked")
+    bindings[AUTO] = Binding(MOBILE, "1002", AUTO, at=T0)
+    plan = decide(MOBILE, Group("sales"), T0, Settings(), bindings, AGENTS, blocked={"1001"})
+    assert (plan.agent, plan.reason) == ("1002", "auto")  # the manual one is skipped, the learned one routes
+
+
+def test_shared_number_never_routes_sticky():
+    bindings = {MANUAL: Binding(MOBILE, "1001", MANUAL, at=T0)}
+    plan = decide(MOBILE, Group("sales"), T0, Settings(), bindings, AGENTS, shared=True)
+    assert (plan.sticky, plan.reason) == (None, "shared_number")
+    assert plan.fallback
+
+
+# -- linked numbers -----------------------------------------------------------------------------
+
+def test_binding_learned_on_one_number_routes_all_linked_numbers(store):
+    store.link_numbers(MOBILE, HOME)
+    store.record_call(answered(HOME, "1002"), Settings())
+    assert store.bindings_for(MOBILE)[AUTO].agent == "1002"  # the client id is the first number
+    service = Service(store, clock=lambda: T0 + timedelta(hours=1))
+    for number in (MOBILE, HOME):
+        assert (service.route(number, "sales").agent, service.route(number, "sales").reason) == ("1002", "auto")
+    assert service.route(OFFICE, "sales").reason == "no_binding"
+
+
+def test_linking_merges_bindings_the_later_learned_call_wins(store):
+    store.record_call(answered(MOBILE, "1001", at=T0), Settings())
+    store.record_call(answered(HOME, "1002", at=T0 + timedelta(days=1)), Settings())
+    store.set_manual_binding(HOME, "1002", T0)
+    owner = store.link_numbers(MOBILE, HOME)
+    assert owner == MOBILE and store.numbers_of(MOBILE) == sorted([MOBILE, HOME])
+    merged = store.bindings_for(MOBILE)
+    assert (merged[AUTO].agent, merged[MANUAL].agent) == ("1002", "1002")
+    assert store.bindings_for(HOME) == {}  # nothing left under the old id
+    assert store.client_of(HOME)[0] == MOBILE
+
+
+def test_linking_a_third_number_through_either_joins_the_same_client(store):
+    store.link_numbers(MOBILE, HOME)
+    store.link_numbers(OFFICE, HOME)  # HOME's client (MOBILE) joins OFFICE's
+    assert store.client_of(MOBILE)[0] == store.client_of(HOME)[0] == store.client_of(OFFICE)[0] == OFFICE
+    assert store.numbers_of(OFFICE) == sorted([MOBILE, HOME, OFFICE])
+
+
+def test_routing_reads_two_indexed_statements(store):
+    store.link_numbers(MOBILE, HOME)
+    statements = []
+    real = store.db.execute_sql
+
+    def spy(sql, params=None, *args, **kwargs):
+        statements.append(sql)
+        return real(sql, params, *args, **kwargs)
+
+    service = Service(store)
+    service.route(HOME, "sales")  # loads the cached configuration
+    store.db.execute_sql = spy
+    service.route(HOME, "sales")
+    del store.db.execute_sql
+    assert len(statements) == 2
+    plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + statements[0], (HOME,)).fetchall()
+    assert all("SCAN" not in row[-1] for row in plan), plan
+
+
+# -- shared numbers -----------------------------------------------------------------------------
+
+def test_shared_number_never_binds_and_never_routes_sticky(store):
+    store.set_manual_binding(OFFICE, "1001", T0)
+    store.set_shared(OFFICE, True)
+    assert store.record_call(answered(OFFICE, "1002"), Settings()) is None
+    assert AUTO not in store.bindings_for(OFFICE)
+    assert Service(store).route(OFFICE, "sales").reason == "shared_number"
+    store.set_shared(OFFICE, False)
+    assert Service(store).route(OFFICE, "sales").agent == "1001"
+    assert store.record_call(answered(OFFICE, "1002", uuid="again"), Settings()).agent == "1002"
+
+
+# -- blocks -------------------------------------------------------------------------------------
+
+def test_block_drops_the_learned_binding_and_is_never_learned_again(store):
+    store.record_call(answered(MOBILE, "1001"), Settings())
+    client, dropped = store.block(MOBILE, "1001")
+    assert (client, dropped) == (MOBILE, 1)
+    assert store.record_call(answered(MOBILE, "1001", at=T0 + timedelta(hours=1)), Settings()) is None
+    assert store.bindings_for(MOBILE) == {}
+    store.set_manual_binding(MOBILE, "1001", T0)
+    assert Service(store).route(MOBILE, "sales").reason == "agent_blocked"
+    assert store.unblock(MOBILE, "1001") == 1
+    assert Service(store).route(MOBILE, "sales").agent == "1001"
+
+
+def test_block_applies_to_every_linked_number(store):
+    store.link_numbers(MOBILE, HOME)
+    store.block(HOME, "1002")
+    assert store.client_of(MOBILE)[2] == {"1002"}
+    assert store.record_call(answered(MOBILE, "1002"), Settings()) is None
+
+
+def test_block_of_an_unknown_agent_is_an_error(store):
+    with pytest.raises(StoreError, match="unknown agent"):
+        store.block(MOBILE, "9999")
+
+
+# -- command line -------------------------------------------------------------------------------
+
+@pytest.fixture
+def fsrouter(tmp_path, monkeypatch):
+    from fsrouter import config as config_module
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    for name in list(__import__("os").environ):
+        if name.startswith("FSROUTER_"):
+            monkeypatch.delenv(name)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(main, ["--db", url, *args])
+        assert result.exit_code == code, (result.output, result.exception)
+        return result.output
+
+    run("group", "add", "sales")
+    run("agent", "add", "1001", "--name", "Anna", "--group", "sales")
+    run("agent", "add", "1002", "--name", "Bohdan", "--group", "sales")
+    return run
+
+
+def test_cli_client_link_then_binding_routes_the_other_number(fsrouter):
+    assert "+380501234567" in fsrouter("client", "link", "0501234567", "0441234567")
+    fsrouter("binding", "set", "0501234567", "1002")
+    plan = json.loads(fsrouter("route", "0441234567", "--group", "sales", "--json"))
+    assert (plan["agent"], plan["reason"]) == ("1002", "manual")
+    shown = json.loads(fsrouter("client", "show", "0441234567", "--json"))
+    assert shown["client"] == MOBILE and shown["numbers"] == [HOME, MOBILE]
+    assert shown["bindings"] == {"manual": "1002"}
+
+
+def test_cli_number_shared_on_off(fsrouter):
+    fsrouter("binding", "set", "0671112233", "1001")
+    assert "shared on" in fsrouter("number", "shared", "0671112233", "on")
+    plan = json.loads(fsrouter("route", "0671112233", "--group", "sales", "--json"))
+    assert (plan["agent"], plan["reason"]) == (None, "shared_number")
+    fsrouter("number", "shared", "0671112233", "off")
+    assert json.loads(fsrouter("route", "0671112233", "--group", "sales", "--json"))["agent"] == "1001"
+
+
+def test_cli_binding_block_and_unblock(fsrouter):
+    fsrouter("binding", "set", "0501234567", "1001")
+    out = fsrouter("binding", "block", "0501234567", "1001")
+    assert "kept away from 1001" in out and "no longer routes" in out
+    assert json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))["reason"] == "agent_blocked"
+    assert json.loads(fsrouter("binding", "blocks", "--json")) == [{"client": MOBILE, "agent": "1001"}]
+    fsrouter("binding", "unblock", "0501234567", "1001")
+    assert json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))["agent"] == "1001"
+    assert "unknown agent" in fsrouter("binding", "block", "0501234567", "9999", code=1)

@@ -23,6 +23,7 @@ import phonenumbers
 _TYPED = re.compile(r"\+?[0-9 ().\-]{1,40}")
 # Internal extensions are short; the shortest real subscriber numbers in E.164 have 7+ digits.
 MIN_CLIENT_DIGITS = 7
+MAX_E164_DIGITS = 15
 
 
 class NotAClient(ValueError):
@@ -72,6 +73,10 @@ def normalize(raw: str, region: str) -> str:
     # national 0 goes, leaving +436507, which would be refused as an extension when read back.
     if len(e164) - 1 < MIN_CLIENT_DIGITS:
         raise NotAClient(f"{text!r} is {e164} in full, too short for a client number")
+    # phonenumbers calls some longer numbers possible (627272727567627274 in RU, as +62...);
+    # E.164 has at most 15 digits, and the store takes no more.
+    if len(e164) - 1 > MAX_E164_DIGITS:
+        raise NotAClient(f"{text!r} is {e164} in full, longer than E.164's {MAX_E164_DIGITS} digits")
     return e164
 
 

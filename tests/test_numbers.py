@@ -95,3 +95,9 @@ def test_a_number_whose_full_form_is_too_short_is_not_a_client():
     # dropped), which normalize() itself refuses as an extension when it reads it back.
     with pytest.raises(NotAClient):
         normalize("4306507", "RU")
+
+
+def test_a_number_longer_than_e164_allows_is_not_a_client():
+    # Found by fuzzing: phonenumbers calls +627272727567627274 (18 digits) possible.
+    with pytest.raises(NotAClient):
+        normalize("627272727567627274", "RU")

@@ -47,3 +47,18 @@ uninstall:
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
+
+# Coverage-guided fuzzing (fuzz/README.md): each target for FUZZ_SECONDS; crashes land in fuzz/crashes/.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: venv
+	$(BIN)/pip install -q atheris
+	@mkdir -p fuzz/crashes
+	@set -e; for target in frames numbers csv config; do \
+	  echo "== fuzz $$target ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p /tmp/fsrouter-fuzz/$$target; \
+	  $(BIN)/python fuzz/fuzz_$$target.py /tmp/fsrouter-fuzz/$$target fuzz/corpus/$$target \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -artifact_prefix=fuzz/crashes/ \
+	    -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+== ERROR|=== Uncaught)|Error" || true; \
+	  if ls fuzz/crashes/crash-* >/dev/null 2>&1; then echo "crash: see fuzz/crashes/"; exit 1; fi; \
+	done

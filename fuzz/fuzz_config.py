@@ -1,0 +1,21 @@
+"""atheris entry point: fuzz the config input (see targets.check_config and README.md).
+
+    .venv/bin/python fuzz/fuzz_config.py fuzz/corpus/config -max_total_time=60
+"""
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+with atheris.instrument_imports(include=["fsrouter", "greenswitch", "targets"]):
+    import targets
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, targets.check_config)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -342,7 +342,7 @@ def binding_set(app, client, ext, expires):
 def binding_show(app, client, as_json):
     """Show CLIENT's manual and learned bindings, with when, why and whether they route."""
     number = app.service.normalize(client)
-    found = app.store.bindings_for(number)
+    found = app.store.bindings_for(app.store.client_of(number)[0])  # a linked number shows its client's
     agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
     rows = [_binding_dict(found[s], _binding_state(found[s], agents, settings, now))
             for s in (MANUAL, AUTO) if s in found]

@@ -521,6 +521,9 @@ class Store:
     def set_manual_binding(self, client: str, agent: str, now: datetime, expires_at: datetime | None = None,
                            why: str = "set by hand") -> Binding:
         _require_client(client)
+        client, _, blocked = self.client_of(client)  # a linked number binds its client
+        if agent in blocked:
+            raise StoreError(f"client {client} is kept away from agent {agent} (binding unblock first)")
         if expires_at is not None and expires_at <= now:
             raise StoreError("the expiry must be in the future")
         binding = Binding(client=client, agent=agent, source=MANUAL, at=now, expires_at=expires_at,
@@ -531,6 +534,7 @@ class Store:
         return binding
 
     def remove_bindings(self, client: str, sources=SOURCES) -> int:
+        client = self.client_of(client)[0]
         sources = list(sources)
         unknown = set(sources) - set(SOURCES)
         if unknown:
@@ -571,6 +575,10 @@ class Store:
         missing = sorted(set(pairs.values()) - known)
         if missing:
             raise StoreError(f"unknown agent {missing[0]!r}")
+        # A linked number binds its client (one read of all links, not one per row).
+        cn = self.m.ClientNumber
+        owners = dict(cn.select(cn.number, cn.client).where(cn.number != cn.client).tuples())
+        pairs = {owners.get(client, client): agent for client, agent in pairs.items()}
         bindings = [Binding(client=client, agent=agent, source=MANUAL, at=now, why=why)
                     for client, agent in pairs.items()]
         with self.transaction():

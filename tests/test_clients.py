@@ -117,11 +117,11 @@ def test_shared_number_never_binds_and_never_routes_sticky(store):
 
 def test_block_drops_the_learned_binding_and_is_never_learned_again(store):
     store.record_call(answered(MOBILE, "1001"), Settings())
+    store.set_manual_binding(MOBILE, "1001", T0)  # set before the block: kept, but never routes
     client, dropped = store.block(MOBILE, "1001")
     assert (client, dropped) == (MOBILE, 1)
     assert store.record_call(answered(MOBILE, "1001", at=T0 + timedelta(hours=1)), Settings()) is None
-    assert store.bindings_for(MOBILE) == {}
-    store.set_manual_binding(MOBILE, "1001", T0)
+    assert AUTO not in store.bindings_for(MOBILE)
     assert Service(store).route(MOBILE, "sales").reason == "agent_blocked"
     assert store.unblock(MOBILE, "1001") == 1
     assert Service(store).route(MOBILE, "sales").agent == "1001"
@@ -190,3 +190,25 @@ def test_cli_binding_block_and_unblock(fsrouter):
     fsrouter("binding", "unblock", "0501234567", "1001")
     assert json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))["agent"] == "1001"
     assert "unknown agent" in fsrouter("binding", "block", "0501234567", "9999", code=1)
+
+
+def test_manual_binding_set_on_any_linked_number_binds_the_client(store):
+    store.link_numbers(MOBILE, HOME)
+    store.set_manual_binding(HOME, "1001", T0)
+    assert store.bindings_for(MOBILE)[MANUAL].agent == "1001"
+    assert Service(store).route(HOME, "sales").agent == "1001"
+    assert store.remove_bindings(HOME, (MANUAL,)) == 1
+    assert store.bindings_for(MOBILE) == {}
+
+
+def test_binding_import_of_linked_numbers_binds_their_client(store):
+    store.link_numbers(MOBILE, HOME)
+    assert store.import_bindings([(HOME, "1002"), (OFFICE, "1001")], now=T0) == 2
+    assert store.bindings_for(MOBILE)[MANUAL].agent == "1002"
+    assert store.bindings_for(OFFICE)[MANUAL].agent == "1001"
+
+
+def test_manual_binding_to_a_blocked_agent_is_refused(store):
+    store.block(MOBILE, "1001")
+    with pytest.raises(StoreError, match="kept away"):
+        store.set_manual_binding(MOBILE, "1001", T0)

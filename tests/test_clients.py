@@ -23,9 +23,19 @@ def answered(client, agent, at=T0, uuid=None):
                 uuid=uuid)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'c.db'}"
+        return
+    from test_store import _postgres_schema_url  # skips when no server answers
+    with _postgres_schema_url() as url:
+        yield url
+
+
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(f"sqlite:///{tmp_path / 'c.db'}") as store:
+def store(store_url):
+    with Store.open(store_url) as store:
         store.add_group("sales")
         store.add_agent("1001", "Anna", groups=["sales"])
         store.add_agent("1002", "Bohdan", groups=["sales"])
@@ -96,8 +106,9 @@ def test_routing_reads_two_indexed_statements(store):
     service.route(HOME, "sales")
     del store.db.execute_sql
     assert len(statements) == 2
-    plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + statements[0], (HOME,)).fetchall()
-    assert all("SCAN" not in row[-1] for row in plan), plan
+    if store.is_sqlite:  # PostgreSQL's planner scans tables this small whatever the indexes
+        plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + statements[0], (HOME,)).fetchall()
+        assert all("SCAN" not in row[-1] for row in plan), plan
 
 
 # -- shared numbers -----------------------------------------------------------------------------

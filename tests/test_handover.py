@@ -17,9 +17,19 @@ A, B, C = "+380501234567", "+380671112233", "+380931234567"
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'h.db'}"
+        return
+    from test_store import _postgres_schema_url  # skips when no server answers
+    with _postgres_schema_url() as url:
+        yield url
+
+
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(f"sqlite:///{tmp_path / 'h.db'}") as store:
+def store(store_url):
+    with Store.open(store_url) as store:
         store.add_group("sales")
         for ext in ("1001", "1002", "1003"):
             store.add_agent(ext, f"Agent {ext}", groups=["sales"])

@@ -278,7 +278,7 @@ def test_e2e_registered_bound_agent_still_rings_first(office):
 def test_e2e_bound_agent_already_on_a_call_skipped(office):
     office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1001", answers_after=1, talk=3)
-    busy_call = office.fake.agent_calls_out("1002", "+380679990000", answered=True, talk=400, ring=0.2)
+    busy_call = office.fake.agent_calls_out("1002", "+380679990000", answered=True, talk=200, ring=0.2)
     with gevent.Timeout(5, False):
         while not office.daemon.busy.is_busy("1002"):
             gevent.sleep(0.01)
@@ -290,3 +290,23 @@ def test_e2e_bound_agent_already_on_a_call_skipped(office):
     assert busy_call.wait(10)
     office.settle()
     assert not office.daemon.busy.is_busy("1002")  # their call ended: free again
+
+
+def test_e2e_sequential_fallback_starts_with_an_available_member(office):
+    office.store.add_group("seq", strategy=SEQUENTIAL)
+    for ext, priority in (("1001", 1), ("1002", 2), ("1003", 3)):
+        office.store.update_agent(ext, priority=priority)
+        office.store.add_member("seq", ext)
+    office.store.set_manual_binding(CLIENT, "1001", datetime.now(UTC))
+    office.fake.agent("1002", answers_after=1, talk=3)
+    busy_call = office.fake.agent_calls_out("1001", "+380679990000", answered=True, talk=200, ring=0.2)
+    with gevent.Timeout(5, False):
+        while not office.daemon.busy.is_busy("1001"):
+            gevent.sleep(0.01)
+    call = office.call("0501234567", group="seq")
+    assert call.variables["fsrouter_reason"] == "agent_busy"
+    legs = call.bridges[0].dial_string.split("|")
+    assert [leg.split("]")[-1] for leg in legs] == [
+        "user/1002@127.0.0.1", "user/1003@127.0.0.1", "user/1001@127.0.0.1"]  # the busy one last
+    assert call.answered_by == "1002"
+    assert busy_call.wait(10)

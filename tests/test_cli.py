@@ -124,6 +124,9 @@ EXPECTED_COMMANDS = {
     ("binding", "block"),
     ("binding", "unblock"),
     ("binding", "blocks"),
+    ("db",),  # issue 7
+    ("db", "backup"),
+    ("db", "restore"),
     ("route",),
     ("run",),
     ("demo",),

@@ -264,3 +264,60 @@ def test_binding_export_escapes_formula_cells_end_to_end(tmp_path):
     with Store.open(url) as store:
         assert {b.client: b.agent for b in store.list_bindings()} == {
             "+380501234567": "-2", "+380671112233": "1001", "+380931234567": "_x"}
+
+
+# -- the systemd unit ----------------------------------------------------------------------------
+
+UNIT = __import__("pathlib").Path(__file__).resolve().parents[1] / "systemd" / "fsrouter.service"
+
+
+def _unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_unit_runs_unprivileged_and_sandboxed():
+    s = _unit_settings()
+    assert s["User"] == ["fsrouter"] and s["CapabilityBoundingSet"] == [""] and s["NoNewPrivileges"] == ["yes"]
+    for key in ("ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateUsers", "PrivateMounts",
+                "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "RestrictNamespaces",
+                "MemoryDenyWriteExecute", "LockPersonality", "RestrictSUIDSGID"):
+        assert s.get(key) in (["yes"], ["strict"]), key
+    assert s["UMask"] == ["0077"] and s["SystemCallErrorNumber"] == ["EPERM"]
+    assert "@system-service" in s["SystemCallFilter"]
+
+
+def _systemd_analyze(*args):
+    import shutil
+    import subprocess
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    return subprocess.run(["systemd-analyze", *args], check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_systemd_analyze_security_rates_the_unit_ok_or_better():
+    result = _systemd_analyze("security", "--offline=true", "--no-pager", str(UNIT))
+    if "--offline" in result.stderr or "Unknown option" in result.stderr:
+        pytest.skip("this systemd-analyze cannot check a unit file offline (systemd < 252)")
+    line = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
+    exposure = float(line.split(":")[1].split()[0])
+    assert exposure <= 1.9 and (" OK" in line or " SAFE" in line), line
+
+
+def test_systemd_analyze_verify_finds_nothing_wrong(tmp_path):
+    import sys
+    from pathlib import Path
+
+    # The unit names the installed binary; check a copy that names this one.
+    binary = Path(sys.executable).with_name("fsrouter")
+    if not binary.exists():
+        pytest.skip("no fsrouter console script next to this Python")
+    unit = tmp_path / "fsrouter.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/fsrouter", str(binary)))
+    result = _systemd_analyze("verify", str(unit))
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr

@@ -38,7 +38,9 @@ class SessionGone(Exception):
 
 
 class RouterSession(OutboundSession):
-    POLL = 0.5  # how often a long wait checks that the socket is still there
+    """One greenlet reads the socket and hands each event to its handlers as it is read (no
+    second greenlet and queue per call, as greenswitch has); when the reader ends, for whatever
+    reason, every reply and completion still awaited fails at once, so a wait needs no polling."""
 
     def __init__(self, client_address, sock):
         self._completions: dict[str, AsyncResult] = {}
@@ -96,29 +98,73 @@ class RouterSession(OutboundSession):
     # -- waiting -------------------------------------------------------------------------------
     def wait(self, result: AsyncResult, timeout: float | None):
         """The result's value; SessionGone when the socket goes, gevent.Timeout after `timeout`."""
+        if not result.ready() and self._reader_gone():
+            raise SessionGone()
         with gevent.Timeout(timeout):
-            while not result.ready():
-                result.wait(self.POLL)
-                if not result.ready() and (not self.connected or not self._run):
-                    raise SessionGone()
+            result.wait()  # set by its reply or completion, or failed by _reader_ended
         try:
-            return result.get()
+            return result.get(block=False)
         except (OutboundSessionHasGoneAway, NotConnectedError) as exc:
             raise SessionGone() from exc
 
+    def connect(self):
+        try:
+            return super().connect()
+        except OutboundSessionHasGoneAway as exc:  # the caller went before the connect reply
+            raise SessionGone() from exc
+
+    def _reader_gone(self) -> bool:
+        reader = self._receive_events_greenlet
+        return reader is None or reader.dead or not self._run
+
+    def _reader_ended(self, _reader) -> None:
+        """The socket closed, the stream broke or the session was cut: nothing more will come."""
+        self._run = False
+        if not self._lingering:
+            self.connected = False
+        self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        for done in self._completions.values():
+            done.set_exception(OutboundSessionHasGoneAway())
+        self._completions.clear()
+        for reply in self._commands_sent:
+            if not reply.ready():
+                reply.set_exception(OutboundSessionHasGoneAway())
+
     # -- greenswitch hooks ---------------------------------------------------------------------
+    def start_event_handlers(self) -> None:
+        self._receive_events_greenlet = gevent.spawn(self.receive_events)
+        self._receive_events_greenlet.link(self._reader_ended)
+
     def handle_event(self, event) -> None:
-        """greenswitch's reader, minus the events of the channel that nobody here reads."""
+        """greenswitch's reader, minus the events of the channel that nobody here reads, and
+        dispatching in place what greenswitch would queue for its second greenlet."""
         headers = event.headers
         if headers.get("Content-Type") != "text/event-plain":
-            super().handle_event(event)
+            super().handle_event(event)  # replies are matched here; a disconnect notice is queued
+            while not self._esl_event_queue.empty():
+                self._dispatch(self._esl_event_queue.get_nowait())
             return
         body = self._read_socket(self.sock_file, int(headers["Content-Length"]))
         name = _event_name(body)
         if name is not None and name not in _WANTED:
             return
         headers.update(parse_headers(body))
-        self._esl_event_queue.put(event)
+        self._dispatch(event)
+
+    def _dispatch(self, event) -> None:
+        """What greenswitch's process_events does with one event."""
+        headers = event.headers
+        if headers.get("Content-Type") == "text/disconnect-notice":
+            handlers = self.event_handlers.get("DISCONNECT")
+        else:
+            handlers = self.event_handlers.get(headers.get("Event-Name")) or self.event_handlers.get("*")
+        if not handlers:
+            return
+        for handler in handlers:
+            self._safe_exec_handler(handler, event)
+        self._safe_exec_handler(self.after_handle, event)
 
     def after_handle(self, event) -> None:
         headers = event.headers

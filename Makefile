@@ -26,8 +26,7 @@ lint: venv
 	$(BIN)/ruff check fsrouter tests bench
 
 bench: venv
-	@mkdir -p bench/results
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench_core.py
 
 # The service: a system user, the package in its own venv, the unit and a default config.
 install:

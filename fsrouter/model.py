@@ -14,7 +14,9 @@ DIRECTIONS = (INBOUND, OUTBOUND)
 
 MANUAL = "manual"
 AUTO = "auto"
-SOURCES = (MANUAL, AUTO)
+SOURCES = (MANUAL, AUTO)  # the bindings the store keeps
+CRM = "crm"  # an answer of the CRM, asked per call (crm.py); never stored
+ROUTE_SOURCES = (CRM, MANUAL, AUTO)  # what the `sources` setting orders
 
 SIMULTANEOUS = "simultaneous"
 SEQUENTIAL = "sequential"
@@ -42,6 +44,7 @@ class Agent:
     priority: int = 100  # lower rings first in a sequential fallback
     enabled: bool = True
     groups: frozenset[str] = frozenset()
+    crm_id: str | None = None  # the agent's user id in the CRM (`agent set EXT --crm-id ID`)
     dnd: bool = False  # do not disturb (`agent dnd EXT on`): never rung, sticky or fallback
 
     def __post_init__(self):
@@ -97,6 +100,9 @@ class Call:
     rung: tuple[str, ...] = ()  # agents whose phones rang, in order
     route: str | None = None  # sticky | fallback | none, when fsrouter routed the call
     outcome: str = ""  # answered | missed | abandoned | hangup cause
+    # Not stored with the record; read off the events for the webhooks (webhooks.py):
+    recording: str | None = None  # fsrouter_recording, when the dialplan recorded the call there
+    handled_by: tuple[str, ...] = ()  # agents who talked to the client, in turn (transfers)
     sticky_agent: str | None = None  # whose sticky leg rang first (fsrouter_agent), when one did
 
 

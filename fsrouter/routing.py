@@ -5,12 +5,13 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from . import hours, overrides
-from .model import AUTO, MANUAL, SCOPE_MEMBERS, SEQUENTIAL, Agent, Binding, Group, Leg, RoutePlan
+from .model import AUTO, CRM, MANUAL, SCOPE_MEMBERS, SEQUENTIAL, Agent, Binding, Group, Leg, RoutePlan
 from .rules import is_current
 from .settings import Settings
 
 # Why a sticky leg was or was not chosen; a plan's reason is one of these.
 REASONS = {
+    "crm": "the CRM names the client's responsible agent",
     "manual": "manual binding",
     "auto": "learned from calls",
     "not_a_client": "the caller ID is not a client number",
@@ -38,8 +39,10 @@ DND = "dnd"
 _UNAVAILABLE_REASONS = {OFFLINE: "agent_offline", BUSY: "agent_busy", DND: "agent_dnd"}
 
 
-def _sources(mode: str) -> tuple[str, ...]:
-    return {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[mode]
+def _sources(settings: Settings) -> tuple[str, ...]:
+    """The sources that may route, in the `sources` order; `mode` decides on the stored ones."""
+    allowed = {"manual": (CRM, MANUAL), "auto": (CRM, AUTO), "both": (CRM, MANUAL, AUTO)}[settings.mode]
+    return tuple(s for s in settings.sources if s in allowed)
 
 
 def _check(binding: Binding, group: Group, now: datetime, settings: Settings,
@@ -87,7 +90,8 @@ def decide(client: str | None, group: Group, now: datetime, settings: Settings,
            bindings: Mapping[str, Binding], agents: Mapping[str, Agent], *,
            availability: Mapping[str, str] | None = None, blocked: Collection[str] = (),
            shared: bool = False) -> RoutePlan:
-    """Plan one call. `bindings` holds the client's bindings keyed by source (MANUAL, AUTO).
+    """Plan one call. `bindings` holds the client's bindings keyed by source (MANUAL, AUTO, and
+    CRM: the CRM's answer for this call, fetched at the edge), tried in the `sources` order.
 
     The sticky leg comes from the first binding, in mode order (manual, then learned, for mode
     `both`), that is current and whose agent exists, is enabled and (for sticky_scope `members`)
@@ -117,7 +121,7 @@ def decide(client: str | None, group: Group, now: datetime, settings: Settings,
     elif client is not None and bindings and not hours.within(group.sticky_hours, group.timezone, now):
         reason, bindings = "outside_hours", {}
     if client is not None and bindings:
-        usable = [bindings[s] for s in _sources(settings.mode) if s in bindings]
+        usable = [bindings[s] for s in _sources(settings) if s in bindings]
         reason = "mode" if not usable else reason
         for binding in usable:
             failure = _check(binding, group, now, settings, agents)

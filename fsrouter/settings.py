@@ -11,7 +11,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import phonenumbers
 
-from .model import INBOUND, OUTBOUND
+from .model import INBOUND, OUTBOUND, ROUTE_SOURCES
 
 MODES = ("manual", "auto", "both")
 LEARN_FROM = (INBOUND, OUTBOUND, "both")
@@ -77,6 +77,16 @@ def parse_count(text: str) -> int:
     return int(value)
 
 
+def parse_sources(text: str) -> tuple[str, ...]:
+    """'crm,manual,auto' -> ('crm', 'manual', 'auto'): the order the sticky agent is looked for in."""
+    names = tuple(part.strip().lower() for part in str(text).split(",") if part.strip())
+    unknown = [name for name in names if name not in ROUTE_SOURCES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"bad sources {text!r}: some of {', '.join(ROUTE_SOURCES)}, comma separated, "
+                         "each once (e.g. crm,manual,auto)")
+    return names
+
+
 def parse_region(text: str) -> str:
     region = str(text).strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -94,6 +104,7 @@ class Settings:
     outbound_requires_answer: bool = False
     fallback_excludes_sticky: bool = False
     default_region: str = "UA"
+    sources: tuple[str, ...] = ROUTE_SOURCES
     max_sticky_misses: int = 0  # 0 = off; see docs/presence-and-hours.md
 
     def with_text(self, key: str, text: str) -> "Settings":
@@ -143,6 +154,8 @@ SETTINGS: dict[str, SettingSpec] = {
     "fallback_excludes_sticky": SettingSpec(parse_bool, _bool_text,
                                             "leave the bound agent out of the group ring that follows"),
     "default_region": SettingSpec(parse_region, str, "country for numbers dialled without a country code"),
+    "sources": SettingSpec(parse_sources, ",".join,
+                           "where the sticky agent comes from, in order: crm, manual, auto (mode still filters)"),
     "max_sticky_misses": SettingSpec(lambda text: parse_count(text), str,
                                      "a bound agent who misses this many sticky calls of a client in a row "
                                      "loses that learned binding (0 = off)"),

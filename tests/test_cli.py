@@ -367,6 +367,7 @@ def test_settings_show_the_defaults_and_set_a_key(fsrouter):
         "outbound_requires_answer": "false",
         "fallback_excludes_sticky": "false",
         "default_region": "UA",
+        "sources": "crm,manual,auto",
         "max_sticky_misses": "0",
     }
     assert ok(fsrouter("settings", "set", "sticky_timeout", "25s")).strip() == "sticky_timeout = 25s"

@@ -7,7 +7,7 @@ import pytest
 from fsrouter.settings import SETTINGS, Settings, format_duration, parse_bool, parse_duration
 
 KEYS = ["lookback", "sticky_timeout", "min_talk", "mode", "learn_from", "outbound_requires_answer",
-        "fallback_excludes_sticky", "default_region", "max_sticky_misses"]
+        "fallback_excludes_sticky", "default_region", "sources", "max_sticky_misses"]
 
 
 @pytest.mark.parametrize("text, value", [
@@ -59,7 +59,7 @@ def test_defaults_come_from_one_table():
     assert Settings().as_text() == {
         "lookback": "30d", "sticky_timeout": "20s", "min_talk": "10s", "mode": "both",
         "learn_from": "both", "outbound_requires_answer": "false", "fallback_excludes_sticky": "false",
-        "default_region": "UA", "max_sticky_misses": "0",
+        "default_region": "UA", "sources": "crm,manual,auto", "max_sticky_misses": "0",
     }
 
 
@@ -74,6 +74,7 @@ def test_every_setting_has_help():
     ("learn_from", "inbound", "inbound"), ("learn_from", "outbound", "outbound"),
     ("outbound_requires_answer", "true", True), ("outbound_requires_answer", "off", False),
     ("fallback_excludes_sticky", "yes", True), ("default_region", "de", "DE"),
+    ("sources", "manual, CRM", ("manual", "crm")), ("sources", "auto", ("auto",)),
 ])
 def test_with_text_sets_one_key(key, text, value):
     updated = Settings().with_text(key, text)
@@ -98,6 +99,12 @@ def test_bad_mode_is_refused(value):
 def test_bad_learn_from_is_refused(value):
     with pytest.raises(ValueError):
         Settings().with_text("learn_from", value)
+
+
+@pytest.mark.parametrize("value", ["", ",", "crm,crm", "crm,learned", "ldap"])
+def test_bad_sources_are_refused(value):
+    with pytest.raises(ValueError):
+        Settings().with_text("sources", value)
 
 
 @pytest.mark.parametrize("region", ["ZZ", "UK", "Ukraine", "", "U", "001", "380"])
@@ -126,5 +133,6 @@ def test_parse_bool():
 def test_from_text_reads_back_every_changed_key():
     changed = Settings(lookback=timedelta(days=7), sticky_timeout=timedelta(seconds=5),
                        min_talk=timedelta(seconds=3), mode="manual", learn_from="outbound",
-                       outbound_requires_answer=True, fallback_excludes_sticky=True, default_region="DE")
+                       outbound_requires_answer=True, fallback_excludes_sticky=True, default_region="DE",
+                       sources=("auto", "crm"))
     assert Settings.from_text(changed.as_text()) == changed

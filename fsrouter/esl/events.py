@@ -135,6 +135,7 @@ class _Channel:
     dialed_extension: str = ""
     group: str = ""
     route: str = ""
+    recording: str = ""  # variable_fsrouter_recording: where the dialplan records the call
     sticky_agent: str = ""  # variable_fsrouter_agent: the agent of the sticky leg, when there was one
     disposition: str = ""
     billsec: int | None = None
@@ -171,6 +172,7 @@ class _Channel:
         latest("dialed_extension", "variable_dialed_extension")
         latest("group", "variable_fsrouter_group")
         latest("route", "variable_fsrouter_route")
+        latest("recording", "variable_fsrouter_recording")
         latest("sticky_agent", "variable_fsrouter_agent")
         latest("disposition", "variable_originate_disposition")
         billsec = _text(headers, "variable_billsec")
@@ -409,6 +411,20 @@ def _answering_segment(root: _Channel) -> _Segment | None:
     return _Segment(leg, leg.answered_us)
 
 
+def _handled_by(root: _Channel, agent: str | None) -> tuple[str, ...]:
+    """The agents who talked to the client, in turn: each answered segment's agent, a repeat in a
+    row counted once. More than one means the call was transferred (the webhooks' call.transferred)."""
+    answered = sorted(((s.start_us or 0, i, s.leg.agent) for i, s in enumerate(root.segments)
+                       if s.leg.answered_us and s.leg.agent), key=lambda item: item[:2])
+    agents: list[str] = []
+    for _, _, who in answered:
+        if not agents or agents[-1] != who:
+            agents.append(who)
+    if agent and (not agents or agents[-1] != agent):
+        agents.append(agent)
+    return tuple(agents)
+
+
 def _whole_seconds(start_us: int | None, end_us: int | None) -> float:
     if not start_us or not end_us or end_us <= start_us:
         return 0.0
@@ -434,6 +450,7 @@ def _inbound_call(root: _Channel, client: str) -> Call:
         talk_seconds=talk, answered=agent is not None, uuid=root.uuid,
         group=root.group or None, answered_at=_utc(answered_us) if answered_us else None,
         rung=tuple(leg.agent for leg in root.legs), route=root.route or None,
+        recording=root.recording or None, handled_by=_handled_by(root, agent) if agent else (),
         outcome="answered" if agent else "missed", sticky_agent=root.sticky_agent or None,
     )
 
@@ -453,4 +470,5 @@ def _outbound_call(channel: _Channel, agent: str, client: str) -> Call:
         talk_seconds=_whole_seconds(answered_us, ended_us), answered=answered, uuid=channel.uuid,
         group=channel.group or None, answered_at=_utc(answered_us) if answered_us else None,
         route=channel.route or None, outcome="answered" if answered else "missed",
+        recording=channel.recording or None, handled_by=(agent,) if answered else (),
     )

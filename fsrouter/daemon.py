@@ -25,6 +25,7 @@ from .esl.outbound import CallRouter, OutboundServer, OutboundStats
 from .logs import configure_logging
 from .model import Call
 from .presence import BusyMap, Presence, Registrations
+from .sequence_watch import SequenceGapWatch
 from .service import Service
 from .store import Store
 from .systemd_notify import notify, watchdog_interval
@@ -178,6 +179,7 @@ class Daemon:
         self.busy = BusyMap(self._agent_extensions, ignore_channels=tuple(config.ignore_channels))
         self.presence = Presence(self.busy, Registrations(self.listener.api))
         self.service.presence = self._availability
+        self.gap_watch = SequenceGapWatch(self.tracker.stats)  # logs Event-Sequence gaps, rate-limited
         self.outbound_stats = OutboundStats()
         self.outbound = OutboundServer(config.listen_host, config.listen_port,
                                        CallRouter(self.decide, self.outbound_stats),
@@ -188,7 +190,11 @@ class Daemon:
     # -- wiring --------------------------------------------------------------------------------
     def _agent_extensions(self):
         try:
-            return self.service.agents().keys()
+            # Under the lock: when the cache is stale this reads the database, on the connection
+            # a routing decision may be using (with psycopg2 waiting through gevent, a second
+            # query there fails, and the tracker would take every agent for a stranger).
+            with self.db_lock:
+                return self.service.agents().keys()
         except Exception:
             return ()
 
@@ -220,6 +226,7 @@ class Daemon:
         self.busy.feed(headers)
         for call in self.tracker.feed(headers):
             self.writer.put(call)
+        self.gap_watch.check()
 
     def decide(self, caller: str | None, group: str | None, call_uuid: str | None):
         """The plan for one call within the decision budget; without the database, the group."""

@@ -26,7 +26,8 @@ lint: venv
 	$(BIN)/ruff check fsrouter tests bench
 
 bench: venv
-	$(BIN)/python bench/bench_core.py
+	@mkdir -p bench/results
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The service: a system user, the package in its own venv, the unit and a default config.
 install:

@@ -1,0 +1,555 @@
+"""Fault-injection soak: a real `fsrouter run` under a steady call rate while things break.
+
+    make soak                      # 5 minutes
+    SOAK_SECONDS=60 make soak      # or: .venv/bin/python soak/run.py --seconds 60
+
+Everything runs on loopback in a temporary directory. This process is the fake FreeSWITCH
+(fsrouter.fakefs, in-process): it places client calls to the daemon's outbound socket at a
+steady rate and has agents call clients, while its scripted agents answer, talk long or short,
+ring out or are busy (rescripted every few seconds). fsrouter is a separate process started from
+the console script with a 0600 config file, SQLite in WAL mode, JSON logs to a file.
+
+One fault at a time, at random, with a few seconds between them (a fault's recovery is awaited
+before the next one is drawn):
+
+    fs_restart   FreeSWITCH "restarts": event-socket connections close, connections are refused
+                 for 0.5-3 s, then a switch with a new Core-UUID and Event-Sequence is back
+    esl_drop     the event-socket connection is cut (EOF), connections still accepted
+    malformed    a frame fsrouter cannot read (one of the fake's malformed frames, or random bytes)
+    db_stall     another connection holds SQLite's write lock (BEGIN EXCLUSIVE) for 2-5 s
+    sigkill      fsrouter is killed with SIGKILL and started again 0.5-3 s later
+
+At the end it prints its figures and checks them (exit 1 when a check fails):
+
+  * every call offered got a sticky or fallback bridge or was handed back to the dialplan
+    (calls whose socket connect failed while fsrouter was down count as handed back: the
+    dialplan's fallback covers them; so do calls whose socket was cut by the SIGKILL);
+  * no binding the rules require is missing or wrong in the store, and no call record is
+    missing, for every call whose events FreeSWITCH delivered: calls that overlapped an
+    event-socket outage, or ended less than 1 s before one began (a SIGKILL is an outage too),
+    cannot be learned from -- FreeSWITCH does not keep events for a listener that is away --
+    and are counted apart;
+  * no duplicate call records, none that match no call offered;
+  * no unhandled exception (traceback) in the daemon's log, and a clean exit 0 on SIGTERM.
+
+The CRM-hang fault and the webhook-loss check come with issue 5's CRM lookups and webhook
+outbox, which this soak does not drive yet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gevent
+
+from fsrouter.fakefs import FakeFreeSWITCH
+from fsrouter.fakefs.inbound import MALFORMED
+from fsrouter.store import Store
+
+AGENTS = ("1001", "1002", "1003", "1004")
+MIN_TALK = 10.0  # the default rule: FreeSWITCH seconds of talk that bind an inbound call
+OUTAGE_MARGIN = 1.0  # a call ending less than this before an outage may not have been written
+FAULTS = ("fs_restart", "esl_drop", "malformed", "db_stall", "sigkill")
+
+
+@dataclass
+class Offered:
+    """One call the fake placed: a client's inbound call, or an agent's call to a client."""
+    kind: str  # "in" or "out"
+    handle: object
+    client: str  # E.164
+    placed: float  # monotonic
+    placed_perf: float = 0.0  # perf_counter, the fake's clock for when commands arrived
+    done_at: float | None = None
+    ended_us: int | None = None  # FreeSWITCH time when it ended
+
+    @property
+    def uuid(self) -> str:
+        return self.handle.uuid
+
+
+@dataclass
+class Outage:
+    start: float
+    end: float | None = None
+    why: str = ""
+
+
+@dataclass
+class Figures:
+    faults: Counter = field(default_factory=Counter)
+    fault_log: list = field(default_factory=list)
+    outages: list = field(default_factory=list)
+    kills: list = field(default_factory=list)
+    down: list = field(default_factory=list)  # (killed, back) monotonic: fsrouter not running
+    daemon_starts: int = 0
+    recovery_failures: list = field(default_factory=list)
+    stall_seconds: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, q):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Soak:
+    def __init__(self, args):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.dir = Path(tempfile.mkdtemp(prefix="fsrouter-soak-"))
+        self.db_path = self.dir / "fsrouter.db"
+        self.log_path = self.dir / "daemon.log"
+        self.listen_port = free_port()
+        self.fake = FakeFreeSWITCH(time_scale=args.time_scale, password=args.password, keep_events=0,
+                                   router=("127.0.0.1", self.listen_port)).start()
+        self.offered: list[Offered] = []
+        self.figures = Figures()
+        self.proc: subprocess.Popen | None = None
+        self.log = open(self.log_path, "ab")  # noqa: SIM115  (the daemon writes to it across restarts)
+        self.stop_calls = False
+        self.clients = [f"+38067{n:07d}" for n in self.rng.sample(range(10_000_000), args.clients)]
+        self._covered = False
+        self._broken_at: dict[int, float] = {}  # connection -> when a malformed frame was sent down it
+
+    # -- fsrouter ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        with Store.open(f"sqlite:///{self.db_path}") as store:
+            store.add_group("sales")
+            for ext in AGENTS:
+                store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
+        config = self.dir / "fsrouter.toml"
+        config.write_text(
+            f'database = "sqlite:///{self.db_path}"\nesl_host = "127.0.0.1"\n'
+            f"esl_port = {self.fake.esl_address[1]}\nesl_password = \"{self.args.password}\"\n"
+            f'listen_host = "127.0.0.1"\nlisten_port = {self.listen_port}\nallowed_peers = ["127.0.0.1"]\n'
+            f'drain_timeout = 10.0\nlog_format = "json"\nlog_level = "info"\n')
+        config.chmod(0o600)
+        self.config = config
+
+    def start_daemon(self) -> None:
+        binary = Path(sys.executable).with_name("fsrouter")
+        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter.cli"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FSROUTER_")}
+        self.proc = subprocess.Popen(command + ["--config", str(self.config), "run"], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+        self.figures.daemon_starts += 1
+
+    def sigkill(self) -> None:
+        now = time.monotonic()
+        for conn in self.subscribed():  # what is sent down it from now on is never read
+            self._broken_at[id(conn)] = now
+        self.proc.send_signal(signal.SIGKILL)
+        self.figures.kills.append(now)
+        while self.proc.poll() is None:
+            gevent.sleep(0.01)
+
+    # -- the event socket's coverage -------------------------------------------------------------
+    def subscribed(self) -> list:
+        return [c for c in self.fake.inbound.connections if c.authed and c.names and not c.closed.is_set()]
+
+    def watch_coverage(self) -> None:
+        """Outages of the event socket: from the moment fsrouter stopped reading a connection (it
+        closed, or a malformed frame broke it: what followed on it was never read) until a new
+        connection subscribed. A connection replaced by the next one without a gap is an outage
+        too: the events sent down the broken one are lost."""
+        current = None
+        while True:
+            now = time.monotonic()
+            live = self.subscribed()
+            newest = live[-1] if live else None
+            # fsrouter has one listener: a newer connection means it left the one before, which
+            # the fake may still hold open for a moment (it waits up to 2 s before closing).
+            if current is not None and newest is not current:
+                self.figures.outages.append(Outage(self._broken_at.pop(id(current), now)))
+                current = None
+            if current is None and newest is not None:
+                current = newest
+                if self.figures.outages and self.figures.outages[-1].end is None:
+                    self.figures.outages[-1].end = now
+            self._covered = current is not None
+            gevent.sleep(0.005)
+
+    def wait_covered(self, timeout: float, what: str) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._covered:
+                return True
+            gevent.sleep(0.02)
+        self.figures.recovery_failures.append(what)
+        return False
+
+    # -- calls -----------------------------------------------------------------------------------
+    def _follow(self, offered: Offered) -> None:
+        offered.handle.done.wait()
+        offered.done_at = time.monotonic()
+        offered.ended_us = self.fake.clock.now_us()
+
+    def place_calls(self) -> None:
+        interval = 1.0 / self.args.rate
+        due = time.monotonic()
+        while not self.stop_calls:
+            client = self.rng.choice(self.clients)
+            if self.rng.random() < self.args.outbound_share:
+                ext = self.rng.choice(AGENTS)
+                answered = self.rng.random() < 0.6
+                handle = self.fake.agent_calls_out(ext, client, answered=answered,
+                                                   talk=self.rng.choice((4.0, 15.0)), ring=2.0)
+                offered = Offered("out", handle, client, time.monotonic())
+            else:
+                # Callers write their numbers as carriers deliver them: E.164 or national.
+                caller = client if self.rng.random() < 0.5 else "0" + client[4:]
+                handle = self.fake.place_call(caller=caller, group="sales")
+                offered = Offered("in", handle, client, time.monotonic(), time.perf_counter())
+            self.offered.append(offered)
+            gevent.spawn(self._follow, offered)
+            due += interval
+            gevent.sleep(max(0.0, due - time.monotonic()))
+
+    def rescript_agents(self) -> None:
+        while True:
+            for ext in AGENTS:
+                roll = self.rng.random()
+                if roll < 0.55:
+                    self.fake.agent(ext, answers_after=self.rng.uniform(1, 6), talk=15.0)
+                elif roll < 0.75:
+                    self.fake.agent(ext, answers_after=self.rng.uniform(1, 6), talk=4.0)
+                elif roll < 0.9:
+                    self.fake.agent(ext, never_answers=True)
+                else:
+                    self.fake.agent(ext, busy=True)
+            gevent.sleep(self.rng.uniform(3, 10))
+
+    # -- faults ----------------------------------------------------------------------------------
+    def inject(self, fault: str) -> float:
+        """Inject one fault; returns extra seconds to wait before the next one."""
+        started = time.monotonic()
+        self.figures.faults[fault] += 1
+        extra = 0.0
+        if fault == "fs_restart":
+            self.fake.restart(down_for=self.rng.uniform(0.5, 3.0))
+        elif fault == "esl_drop":
+            self.fake.kill_connections()
+        elif fault == "malformed":
+            hit, accepted = self.subscribed(), self.fake.inbound.accepted
+            for conn in hit:
+                self._broken_at[id(conn)] = started
+            if self.rng.random() < 0.6:
+                self.fake.inject_malformed(self.rng.choice(sorted(MALFORMED)))
+            else:
+                self.fake.inject_malformed(data=bytes(self.rng.randrange(256)
+                                                      for _ in range(self.rng.randrange(1, 200))))
+        elif fault == "db_stall":
+            seconds = self.rng.uniform(2.0, 5.0)
+            self.db_stall(seconds)
+            self.figures.stall_seconds += seconds
+            # A writer that failed meanwhile retries with a backoff of up to 5 s: let it catch up
+            # before a SIGKILL could take what it holds.
+            extra = 6.0
+        elif fault == "sigkill":
+            self.sigkill()
+            gevent.sleep(self.rng.uniform(0.5, 3.0))
+            self.start_daemon()
+            self.wait_covered(30.0, f"restart at {started - self.t0:.1f}s")
+            self.figures.down.append((started, time.monotonic()))
+        self.figures.fault_log.append((round(started - self.t0, 2), fault))
+        if fault == "malformed":
+            gevent.sleep(1.0)
+            if self.fake.inbound.accepted == accepted:  # no reconnect: the frame was skipped in place
+                for conn in hit:
+                    self._broken_at.pop(id(conn), None)
+        if fault != "db_stall":
+            self.wait_covered(30.0, f"{fault} at {started - self.t0:.1f}s")
+        return extra
+
+    def db_stall(self, seconds: float) -> None:
+        conn = sqlite3.connect(self.db_path, timeout=0, isolation_level=None)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    conn.execute("BEGIN EXCLUSIVE")
+                    break
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        return
+                    gevent.sleep(0.01)
+            gevent.sleep(seconds)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def faults(self) -> None:
+        gevent.sleep(self.rng.uniform(2, 5))
+        while True:
+            extra = self.inject(self.rng.choice(FAULTS))
+            gevent.sleep(extra + self.rng.uniform(2, 6))
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.prepare()
+        self.start_daemon()
+        self.t0 = time.monotonic()
+        greenlets = [gevent.spawn(self.watch_coverage)]
+        if not self.wait_covered(30.0, "first start"):
+            print("fsrouter never connected to the fake FreeSWITCH; its log:", file=sys.stderr)
+            print(self.log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+            return 2
+        greenlets += [gevent.spawn(self.rescript_agents), gevent.spawn(self.place_calls)]
+        faults = gevent.spawn(self.faults) if not self.args.no_faults else None
+        gevent.sleep(self.args.seconds)
+        if faults is not None:
+            faults.kill()  # a fault in progress ends where it is (a stall releases its lock)
+        self.stop_calls = True
+        # The daemon may have been left down by a fault cut short.
+        if self.proc.poll() is not None:
+            self.start_daemon()
+        self.wait_covered(30.0, "after the last fault")
+        self.fake.wait_calls(120.0)
+        gevent.sleep(0.5)
+        self.wait_written()
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        exit_code = self.proc.poll()
+        if exit_code is None:
+            self.proc.kill()
+        gevent.killall(greenlets)
+        self.fake.stop()
+        self.log.close()
+        return self.report(exit_code)
+
+    def wait_written(self, timeout: float = 30.0) -> None:
+        """Until the call records stop changing (the daemon wrote what it will write)."""
+        last, stable_since = -1, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with sqlite3.connect(self.db_path, timeout=5) as conn:
+                count = conn.execute("SELECT COUNT(*) FROM call_record").fetchone()[0]
+            if count != last:
+                last, stable_since = count, time.monotonic()
+            elif time.monotonic() - stable_since > 2.0:
+                return
+            gevent.sleep(0.2)
+
+    # -- checks ----------------------------------------------------------------------------------
+    def checkable(self, call: Offered) -> bool:
+        """Could fsrouter have seen every event of this call? Not if an event-socket outage (a
+        SIGKILL is one) overlapped it or began less than OUTAGE_MARGIN after it ended."""
+        end = call.done_at if call.done_at is not None else float("inf")
+        for outage in self.figures.outages:
+            stop = outage.end if outage.end is not None else float("inf")
+            if outage.start - OUTAGE_MARGIN <= end and call.placed <= stop:
+                return False
+        return True
+
+    def killed_during(self, call: Offered) -> bool:
+        end = call.done_at if call.done_at is not None else float("inf")
+        return any(call.placed - 0.1 <= kill <= end for kill in self.figures.kills)
+
+    def report(self, exit_code) -> int:
+        inbound = [c for c in self.offered if c.kind == "in"]
+        outbound = [c for c in self.offered if c.kind == "out"]
+        outcome = Counter()
+        latencies = []
+        for call in inbound:
+            h = call.handle
+            route = next((cmd.headers.get("execute-app-arg", "") for cmd in h.parsed
+                          if cmd.headers.get("execute-app-name") == "multiset"), "")
+            first = next((part.split("=", 1)[1] for part in route.split(":")
+                          if part.startswith("fsrouter_route=")), None)
+            if h.decision_latency is not None:
+                latencies.append(h.decision_latency)
+            if not h.done.is_set():
+                outcome["not_finished"] += 1
+            elif h.bridges and first in ("sticky", "fallback"):
+                outcome[f"bridged_{first}"] += 1
+            elif h.connect_failed:
+                outcome["handed_back_connect_failed"] += 1
+            elif h.returned_to_dialplan and first is not None:
+                outcome["handed_back_by_fsrouter"] += 1
+            elif h.returned_to_dialplan and self.killed_during(call):
+                outcome["handed_back_socket_cut_by_kill"] += 1
+            else:
+                outcome["unhandled"] += 1
+        handled = sum(n for k, n in outcome.items() if k.startswith(("bridged_", "handed_back_")))
+        # How long a caller waited for the first bridge, from the moment the call reached the
+        # socket application, while fsrouter was running (not across a SIGKILL and restart).
+        waits = [c.handle.first_bridge_at - c.placed_perf for c in inbound if c.handle.first_bridge_at
+                 and not any(c.placed - 0.5 <= back and killed <= (c.done_at or float("inf"))
+                             for killed, back in self.figures.down)]
+        slow = [w for w in waits if w > self.args.max_wait]
+
+        store = Store.open(f"sqlite:///{self.db_path}")
+        records = store.calls()
+        learned = {b.client: b.agent for b in store.list_bindings() if b.source == "auto"}
+        store.close()
+        by_uuid = Counter(r.uuid for r in records)
+        offered_uuids = {c.uuid for c in self.offered}
+        duplicates = sum(n - 1 for n in by_uuid.values() if n > 1)
+        duplicates += sum(n - 1 for n in Counter((r.client, r.direction, r.started_at) for r in records).values()
+                          if n > 1)
+        phantoms = sum(1 for r in records if r.uuid not in offered_uuids)
+
+        checkable = [c for c in self.offered if c.done_at is not None and self.checkable(c)]
+        records_missing = [c.uuid for c in checkable if c.uuid not in by_uuid]
+
+        # The binding each client must have: its last qualifying call (rules.py), when that call
+        # could be seen. Two qualifying calls ending within 0.5 FreeSWITCH seconds are too close
+        # for this process's clock to order, so such a client is not judged.
+        qualifying: dict[str, list] = {}
+        for call in self.offered:
+            if call.ended_us is None:
+                continue
+            h = call.handle
+            if call.kind == "in":
+                if h.answered_by and h.talk_seconds >= MIN_TALK:
+                    qualifying.setdefault(call.client, []).append((call.ended_us, h.answered_by, call))
+            else:
+                qualifying.setdefault(call.client, []).append((call.ended_us, h.ext, call))
+        verified = missing = wrong = unjudged = 0
+        wrong_examples = []
+        for client, calls in qualifying.items():
+            calls.sort(key=lambda item: (item[0], item[1]))
+            ended_us, agent, last = calls[-1]
+            close = len(calls) > 1 and ended_us - calls[-2][0] < 500_000 and calls[-2][1] != agent
+            if close or not self.checkable(last):
+                unjudged += 1
+                continue
+            have = learned.get(client)
+            if have is None:
+                missing += 1
+                wrong_examples.append((client, agent, None, last.uuid))
+            elif have != agent:
+                wrong += 1
+                wrong_examples.append((client, agent, have, last.uuid))
+            else:
+                verified += 1
+
+        tracebacks, exceptions, events = 0, 0, Counter()
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if "Traceback" in line:
+                tracebacks += 1
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if "exception" in record:
+                    exceptions += 1
+                if record.get("level") in ("warning", "error", "critical"):
+                    events[f"{record.get('level')}:{record.get('event')}"] += 1
+
+        f = self.figures
+        figures = {
+            "seconds": self.args.seconds, "rate_per_second": self.args.rate, "seed": self.args.seed,
+            "time_scale": self.args.time_scale,
+            "calls_offered": len(self.offered), "inbound_offered": len(inbound), "agent_calls_out": len(outbound),
+            "inbound_outcomes": dict(sorted(outcome.items())), "inbound_handled": handled,
+            "wait_for_first_bridge_ms": {"p50": _ms(percentile(waits, 0.5)), "p99": _ms(percentile(waits, 0.99)),
+                                         "max": _ms(max(waits) if waits else None),
+                                         f"over_{self.args.max_wait:g}s": len(slow)},
+            "decision_latency_ms": {"p50": _ms(percentile(latencies, 0.5)), "p99": _ms(percentile(latencies, 0.99)),
+                                    "max": _ms(max(latencies) if latencies else None)},
+            "faults": dict(sorted(f.faults.items())), "daemon_starts": f.daemon_starts,
+            "db_stall_seconds": round(f.stall_seconds, 1),
+            "event_socket_outages": len(f.outages),
+            "fault_log": f.fault_log,
+            "outages": [(round(o.start - self.t0, 2), round(o.end - self.t0, 2) if o.end else None)
+                        for o in f.outages],
+            "calls_not_checkable_events_lost": len([c for c in self.offered if not self.checkable(c)]),
+            "calls_checkable": len(checkable), "call_records": len(records),
+            "call_records_missing": len(records_missing),
+            "clients_with_a_required_binding": len(qualifying), "bindings_verified": verified,
+            "bindings_missing": missing, "bindings_wrong": wrong, "bindings_not_judged": unjudged,
+            "duplicate_call_records": duplicates, "call_records_matching_no_call": phantoms,
+            "daemon_tracebacks": tracebacks, "daemon_exception_records": exceptions,
+            "daemon_exit_on_sigterm": exit_code, "recovery_failures": f.recovery_failures,
+            "daemon_warnings": dict(events.most_common(12)),
+        }
+        checks = {
+            "every call bridged or handed back": handled == len(inbound),
+            f"no caller waited over {self.args.max_wait:g} s for a bridge while fsrouter ran": not slow,
+            "no required binding missing or wrong": missing == 0 and wrong == 0,
+            "no call record missing": not records_missing,
+            "no duplicate call records": duplicates == 0 and phantoms == 0,
+            "no unhandled exception in the daemon's log": tracebacks == 0 and exceptions == 0,
+            "every fault recovered from": not f.recovery_failures,
+            "clean exit 0 on SIGTERM": exit_code == 0,
+            "calls were offered": len(inbound) > 0,
+        }
+        print(json.dumps(figures, indent=2))
+        if wrong_examples:
+            print("bindings missing or wrong (client, expected, found, last call):", wrong_examples[:10])
+        if records_missing:
+            print("call records missing (uuids):", records_missing[:10])
+        for name, ok in checks.items():
+            print(f"{'PASS' if ok else 'FAIL'}  {name}")
+        if self.args.json:
+            Path(self.args.json).write_text(json.dumps({"figures": figures, "checks": checks}, indent=2))
+        ok = all(checks.values())
+        if ok and not self.args.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print(f"kept: {self.dir} (daemon.log, fsrouter.db)")
+        return 0 if ok else 1
+
+
+def _ms(seconds):
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS") or 300),
+                        help="how long calls are placed and faults injected (default SOAK_SECONDS or 300)")
+    parser.add_argument("--rate", type=float, default=8.0, help="new calls per wall second")
+    parser.add_argument("--outbound-share", type=float, default=0.2, help="share of calls agents place")
+    parser.add_argument("--clients", type=int, default=300, help="distinct client numbers")
+    parser.add_argument("--time-scale", type=float, default=0.05,
+                        help="wall seconds per FreeSWITCH second (0.05: a 15 s talk lasts 0.75 s)")
+    parser.add_argument("--max-wait", type=float, default=2.0,
+                        help="wall seconds a caller may wait for the first bridge while fsrouter runs")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--password", default="soak-Esl-pa55word")
+    parser.add_argument("--no-faults", action="store_true", help="the same run without faults (a baseline)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures and checks here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = random.randrange(1 << 30)
+    soak = Soak(args)
+    # Bounded whatever happens: the run, the drain, the checks.
+    with gevent.Timeout(args.seconds + 240, False):
+        try:
+            return soak.run()
+        finally:
+            if soak.proc is not None and soak.proc.poll() is None:
+                soak.proc.kill()
+    print("the soak did not finish in time", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

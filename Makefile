@@ -49,6 +49,13 @@ uninstall:
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
 
+# Fault-injection soak (docs/reliability.md): calls against a real `fsrouter run` while FreeSWITCH
+# restarts, frames arrive malformed, the database stalls and fsrouter is SIGKILLed. Loopback only.
+SOAK_SECONDS ?= 300
+.PHONY: soak
+soak: venv
+	$(BIN)/python soak/run.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
 # Coverage-guided fuzzing (fuzz/README.md): each target for FUZZ_SECONDS; crashes land in fuzz/crashes/.
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz

@@ -179,6 +179,7 @@ class Daemon:
         self.busy = BusyMap(self._agent_extensions, ignore_channels=tuple(config.ignore_channels))
         self.presence = Presence(self.busy, Registrations(self.listener.api))
         self.service.presence = self._availability
+        self._presence_refresher: gevent.Greenlet | None = None
         self.gap_watch = SequenceGapWatch(self.tracker.stats)  # logs Event-Sequence gaps, rate-limited
         self.outbound_stats = OutboundStats()
         self.outbound = OutboundServer(config.listen_host, config.listen_port,
@@ -210,6 +211,8 @@ class Daemon:
         # busy for hours. Forget, and learn again from the events to come.
         self.busy.reset()
         self.presence.registrations.forget()
+        if self._presence_refresher is None:  # from the first connection on
+            self._presence_refresher = gevent.spawn(self._refresh_presence)
 
     def _availability(self, agents, wait_for):
         """Presence for one decision. The decision holds the database lock; a sofia_contact round
@@ -221,6 +224,20 @@ class Daemon:
         finally:
             if held:
                 self.db_lock._acquire_restore(saved)
+
+    def _refresh_presence(self, every: float = 4.0) -> None:
+        """Keep the registration cache warm (its answers live 5 s), so a decision seldom waits for
+        sofia_contact and a sequential group's order knows every member from the first call."""
+        while True:
+            gevent.sleep(every)
+            if not self.listener.connected.is_set():
+                continue
+            try:
+                with self.db_lock:  # the configuration may need a read
+                    agents = [a for a in self.service.agents().values() if a.enabled and not a.dnd]
+                self.presence.availability(agents)  # asks in the background what is stale
+            except Exception as exc:
+                log.debug("presence.refresh_failed", error=str(exc)[:200])
 
     def _on_event(self, headers: dict) -> None:
         self.busy.feed(headers)
@@ -260,6 +277,8 @@ class Daemon:
         self.outbound.stop(self.config.drain_timeout)
         # Calls that ended during the drain still send their last events: give them a moment.
         gevent.sleep(0.2)
+        if self._presence_refresher is not None:
+            self._presence_refresher.kill(block=False)
         self.listener.stop()
         for call in self.tracker.flush():  # calls still waiting for a lost hang-up
             self.writer.put(call)

@@ -63,6 +63,8 @@ class BusyMap:
         return self._agents() if callable(self._agents) else self._agents
 
     def feed(self, headers: Mapping[str, str]) -> None:
+        if not isinstance(headers, Mapping):
+            return
         event = _text(headers, "Event-Name")
         if not event.startswith("CHANNEL_"):
             return

@@ -310,3 +310,21 @@ def test_e2e_sequential_fallback_starts_with_an_available_member(office):
         "user/1002@127.0.0.1", "user/1003@127.0.0.1", "user/1001@127.0.0.1"]  # the busy one last
     assert call.answered_by == "1002"
     assert busy_call.wait(10)
+
+
+def test_busy_map_survives_malformed_events():
+    busy = BusyMap({"1001"})
+    for garbage in (None, "text", {"Event-Name": 7}, {"Event-Name": "CHANNEL_ANSWER", "Unique-ID": None},
+                    {"Event-Name": "CHANNEL_ANSWER", "Unique-ID": "x", "Call-Direction": "outbound",
+                     "variable_dialed_user": ["1001"]}):
+        busy.feed(garbage)
+    assert busy.busy() == set()
+
+
+def test_e2e_registration_cache_is_kept_warm_so_decisions_do_not_wait(office):
+    office.fake.agent("1003", not_registered=True)
+    with gevent.Timeout(8, False):
+        while not office.daemon.presence.registrations.cached("user/1003@127.0.0.1")[0]:
+            gevent.sleep(0.1)
+    fresh, state = office.daemon.presence.registrations.cached("user/1003@127.0.0.1")
+    assert fresh and state == OFFLINE

@@ -42,7 +42,7 @@ def _cell(key: str, value) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -87,8 +87,8 @@ def _bar_chart(chart_id: str, title: str, bars, top: float, label) -> str:
     width, height, left, bottom, pad = 640, 220, 48, 28, 12
     plot_w, plot_h = width - left - pad, height - bottom - pad
     slot = plot_w / max(1, len(bars))
-    parts = [f'<svg id="{chart_id}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>']
+    parts = [(f'<svg id="{chart_id}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+              f'height="{height}" viewBox="0 0 {width} {height}" role="img"><title>{escape(title)}</title>')]
     for i in range(5):  # grid and axis labels
         y = pad + plot_h * (1 - i / 4)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#e3e3e3"/>'
@@ -118,7 +118,7 @@ def _charts(report: Report) -> str:
     hit = _bar_chart("hit-rate-chart", "Sticky hit rate per day",
                      [(d.day.isoformat(), d.hit_rate, None) for d in days], 1.0, lambda v: f"{v * 100:.0f}%")
     longest = max([d.callback_p90_s or 0 for d in days] + [d.callback_median_s or 0 for d in days] + [60])
-    minutes = lambda v: f"{v / 60:.0f}m" if longest >= 600 else human_duration(v)  # noqa: E731
+    minutes = lambda v: f"{v / 60:.0f}m" if longest >= 600 else human_duration(v)
     callback = _bar_chart("callback-chart", "Time to callback per day (median bar, p90 tick)",
                           [(d.day.isoformat(), d.callback_median_s, d.callback_p90_s) for d in days],
                           longest * 1.1, minutes)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
+from test_store import _postgres_schema_url, store, store_url  # noqa: F401  (fixtures)
 
 from fsrouter import store as store_module
 from fsrouter.cli import main
@@ -15,8 +16,6 @@ from fsrouter.missed import ANSWERED_AGAIN, CALLBACK, bound_agent, missed_calls
 from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Binding, Call
 from fsrouter.settings import Settings
 from fsrouter.store import Store
-
-from test_store import _postgres_schema_url, store, store_url  # noqa: F401  (fixtures)
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 ANNA = "+380501234567"
@@ -159,10 +158,9 @@ def test_a_change_of_learned_agent_is_written_to_the_history_with_it(staffed):
 
 def test_history_is_not_written_when_the_learned_change_is_rolled_back(staffed):
     staffed.record_call(call(INBOUND, ANNA, "1001", 0, talk=60), Settings())
-    with pytest.raises(RuntimeError):
-        with staffed.transaction():
-            staffed.record_call(call(INBOUND, ANNA, "1002", 20, talk=60), Settings())
-            raise RuntimeError("the import broke after this call")
+    with pytest.raises(RuntimeError), staffed.transaction():
+        staffed.record_call(call(INBOUND, ANNA, "1002", 20, talk=60), Settings())
+        raise RuntimeError("the import broke after this call")
     assert [c["to_agent"] for c in staffed.binding_changes()] == ["1001"]
     assert staffed.bindings_for(ANNA)[AUTO].agent == "1001"
 

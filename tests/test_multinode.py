@@ -9,6 +9,7 @@ with the other one gone, and each daemon counts and logs its own Event-Sequence 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 import uuid
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 import gevent
 import pytest
+from office import AGENTS, settle
 from structlog.testing import capture_logs
 
 from fsrouter.config import Config
@@ -26,8 +28,6 @@ from fsrouter.model import AUTO
 from fsrouter.sequence_watch import SequenceGapWatch
 from fsrouter.service import Service
 from fsrouter.store import Store
-
-from office import AGENTS, settle
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CLIENT = "+380501234567"
@@ -40,7 +40,7 @@ def pg_url():
         import psycopg2
 
         admin = psycopg2.connect(PG_URL, connect_timeout=2)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure to connect: no server here)
         if os.environ.get("CI"):
             pytest.fail(f"no PostgreSQL server at {PG_URL} ({exc}); .ci/run starts it")
         pytest.skip(f"no PostgreSQL server at {PG_URL}")
@@ -201,7 +201,7 @@ def test_crossing_calls_on_both_nodes_at_once_leave_the_latest_ended_call_bound(
     # The history is one chain of changes, in the order the calls ended, ending at the binding.
     changes = a.store.binding_changes()
     assert changes[-1]["to_agent"] == bound.agent
-    assert all(p["to_agent"] == n["from_agent"] for p, n in zip(changes, changes[1:]))
+    assert all(p["to_agent"] == n["from_agent"] for p, n in itertools.pairwise(changes))
     assert [c["at"] for c in changes] == sorted(c["at"] for c in changes)
 
 

@@ -88,7 +88,10 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open(self.config.database or default_database_url())
+        store = Store.open(self.config.database or default_database_url())
+        # With webhooks on, a binding changed here is an event the daemon's sender delivers.
+        store.webhook_urls = tuple(self.config.webhook_urls)
+        return store
 
     @cached_property
     def service(self) -> Service:
@@ -239,6 +242,19 @@ def agent_rm(app, ext, handover_to):
         app.store.remove_agent(ext)
         release_after_leaving(app, ext, handover_to)
     click.echo(f"removed agent {ext}")
+
+
+@agent.command("set", epilog=_example("fsrouter agent set 1001 --crm-id 7", "fsrouter agent set 1001 --crm-id ''"))
+@click.argument("ext")
+@click.option("--crm-id", "crm_id", metavar="ID", help="The agent's user id in the CRM ('' clears it): a CRM "
+              "lookup that answers with this id rings agent EXT.")
+@pass_app
+def agent_set(app, ext, crm_id):
+    """Change agent EXT's CRM id."""
+    if crm_id is None:
+        raise click.UsageError("nothing to change: give --crm-id")
+    changed = app.store.set_agent_crm_id(ext, crm_id)
+    click.echo(f"agent {ext}: CRM id {changed.crm_id}" if changed.crm_id else f"agent {ext}: no CRM id")
 
 
 # -- groups ------------------------------------------------------------------------------------
@@ -570,6 +586,57 @@ def report_command(app, since, group_name, as_json, html_file):
         click.echo(f"\nwrote {html_file}")
 
 
+# -- the outbox --------------------------------------------------------------------------------
+
+@main.group(epilog=_example("fsrouter outbox list", "fsrouter outbox retry", "fsrouter outbox purge"))
+def outbox():
+    """Webhook events waiting to be delivered (the daemon sends them; docs/crm.md)."""
+
+
+@outbox.command("list", epilog=_example("fsrouter outbox list", "fsrouter outbox list --all --json"))
+@click.option("--all", "show_all", is_flag=True, help="Also what was delivered (kept for a week).")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="At most this many (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def outbox_list(app, show_all, limit, as_json):
+    """Show pending and dead (given up) deliveries, oldest first."""
+    from .outbox import DEAD, PENDING, SENT, Outbox
+
+    box = Outbox(app.store)
+    entries = box.entries((PENDING, DEAD, SENT) if show_all else (PENDING, DEAD), limit=limit or None)
+    if as_json:
+        return _echo_json([e.as_dict() for e in entries])
+    if not entries:
+        return click.echo("the outbox is empty" if not show_all else "nothing in the outbox")
+    _table(("ID", "EVENT", "STATE", "ATTEMPTS", "NEXT TRY", "URL", "LAST ERROR"),
+           [(e.id, e.event_type, e.state, e.attempts, _iso(e.next_at) if e.state == PENDING else "",
+             e.target, e.last_error) for e in entries])
+
+
+@outbox.command("retry", epilog=_example("fsrouter outbox retry", "fsrouter outbox retry 12 13"))
+@click.argument("ids", nargs=-1, type=int, metavar="[ID]...")
+@pass_app
+def outbox_retry(app, ids):
+    """Try pending and dead deliveries (these IDs, default all) again now."""
+    from .outbox import Outbox
+
+    count = Outbox(app.store).retry(ids or None)
+    click.echo(f"{count} deliver{'ies' if count != 1 else 'y'} will be tried again now")
+
+
+@outbox.command("purge", epilog=_example("fsrouter outbox purge", "fsrouter outbox purge --dead"))
+@click.option("--dead", is_flag=True, help="Also drop what was given up on.")
+@click.option("--all", "everything", is_flag=True, help="Drop everything, pending too: those events are lost.")
+@pass_app
+def outbox_purge(app, dead, everything):
+    """Drop delivered events (and, if asked, dead or all ones)."""
+    from .outbox import DEAD, PENDING, SENT, Outbox
+
+    states = (SENT, DEAD, PENDING) if everything else (SENT, DEAD) if dead else (SENT,)
+    count = Outbox(app.store).purge(states)
+    click.echo(f"purged {count} event{'s' if count != 1 else ''} ({', '.join(states)})")
+
+
 # -- the decision ------------------------------------------------------------------------------
 
 @main.command(epilog=_example("fsrouter route 0501234567 --group sales",
@@ -583,7 +650,10 @@ def report_command(app, since, group_name, as_json, html_file):
 def route(app, client, group_name, at, as_json):
     """Dry run: who a call from CLIENT to group G would ring, and why."""
     number = app.service.normalize(client)  # garbage is an error here, not a "not a client" plan
-    plan = app.service.route(number, group_name, now=parse_time(at) if at else None)
+    from .crm import CrmClient
+
+    answer = app.service.crm_answer(number, CrmClient.from_config(app.config))  # the CRM, when configured
+    plan = app.service.route(number, group_name, now=parse_time(at) if at else None, crm=answer)
     if as_json:
         from .cli_presence import route_settings
 

@@ -5,23 +5,41 @@ of a cluster routes alike. This file is only about where things are.
 """
 from __future__ import annotations
 
+import json
 import ipaddress
 import math
 import os
 import stat
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import platformdirs
 
+from .http_client import check_url
+
 DEFAULT_CONFIG_PATH = "/etc/fsrouter/fsrouter.toml"
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ConfigError(ValueError):
     """A config file or variable that cannot be used; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class CrmLookup:
+    """One question to the CRM: GET `url` ({client}: the E.164 number, url-encoded; {digits}: the
+    same without '+'), with `headers` (the token), reading the agent from the JSON `field`
+    (a dotted path such as data.responsible.ext) as an extension or a CRM user id."""
+
+    name: str
+    url: str
+    field: str
+    # Kept out of repr(): it holds the CRM token.
+    headers: dict = field(default_factory=dict, repr=False, hash=False, compare=True)
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,19 @@ class Config:
     drain_timeout: float = 30.0  # seconds calls in flight get on shutdown
     log_format: str = "auto"
     log_level: str = "info"
+    # The CRM (docs/crm.md): who is responsible for a client, asked per call within crm_budget.
+    crm_lookups: tuple[CrmLookup, ...] = ()
+    crm_budget: float = 0.3  # seconds the whole lookup may take before routing goes on without it
+    crm_cache_ttl: float = 30.0  # seconds an answer is reused
+    crm_breaker_failures: int = 5  # failed lookups in a row that open the circuit breaker
+    crm_breaker_reset: float = 30.0  # seconds the breaker stays open before one trial request
+    # Events POSTed to each URL, signed with webhook_secret (HMAC-SHA256), through the outbox.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = field(default="", repr=False)
+    webhook_timeout: float = 5.0  # seconds one delivery may take
+    # The push API and /metrics: on when api_token is set.
+    api_listen: str = "127.0.0.1:8085"
+    api_token: str = field(default="", repr=False)
 
 
 def _text(key, value):
@@ -104,6 +135,72 @@ def _choice(options):
     return parse
 
 
+def _crm_lookups(key, value):
+    if isinstance(value, str):  # from the environment: JSON, a list of objects
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a JSON list of lookups, got {value!r}") from None
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list of lookups ([[crm_lookups]] tables)")
+    lookups = []
+    for number, item in enumerate(value, start=1):
+        where = f"{key}[{number}]"
+        if isinstance(item, CrmLookup):
+            lookups.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table with url and field")
+        unknown = set(item) - {"name", "url", "field", "headers"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}: one of name, url, field, headers")
+        url = _text(f"{where}.url", item.get("url", ""))
+        try:
+            check_url(url.replace("{client}", "x").replace("{digits}", "1"))
+        except ValueError as exc:
+            raise ConfigError(f"{where}.url: {exc}") from None
+        if "{client}" not in url and "{digits}" not in url:
+            raise ConfigError(f"{where}.url: put {{client}} or {{digits}} where the number goes")
+        path = _text(f"{where}.field", item.get("field", "")).strip()
+        if not path:
+            raise ConfigError(f"{where}.field: name the JSON field that holds the agent")
+        headers = item.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and not _CONTROL.search(k + v) for k, v in headers.items()):
+            raise ConfigError(f"{where}.headers: expected a table of text values without line breaks")
+        name = _text(f"{where}.name", item.get("name", f"lookup{number}")).strip() or f"lookup{number}"
+        lookups.append(CrmLookup(name=name, url=url, field=path, headers=dict(headers)))
+    if len({lookup.name for lookup in lookups}) != len(lookups):
+        raise ConfigError(f"{key}: two lookups have the same name")
+    return tuple(lookups)
+
+
+def _urls(key, value):
+    urls = _list(key, value)
+    for url in urls:
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    return urls
+
+
+def _listen(key, value):
+    text = _text(key, value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{key}: expected host:port, e.g. 127.0.0.1:8085, got {value!r}")
+    _port(key, port)
+    return text
+
+
+def _count(key, value):
+    number = _int(key, value)
+    if number < 1:
+        raise ConfigError(f"{key}: must be 1 or more, got {value!r}")
+    return number
+
+
 def _peers(key, value):
     peers = _list(key, value)
     for peer in peers:
@@ -132,6 +229,16 @@ _PARSERS = {
     "drain_timeout": _seconds,
     "log_format": _choice(LOG_FORMATS),
     "log_level": _choice(LOG_LEVELS),
+    "crm_lookups": _crm_lookups,
+    "crm_budget": _positive_seconds,
+    "crm_cache_ttl": _seconds,
+    "crm_breaker_failures": _count,
+    "crm_breaker_reset": _positive_seconds,
+    "webhook_urls": _urls,
+    "webhook_secret": _text,
+    "webhook_timeout": _positive_seconds,
+    "api_listen": _listen,
+    "api_token": _text,
 }
 assert set(_PARSERS) == {f.name for f in fields(Config)}
 
@@ -177,7 +284,10 @@ def load_config(path: str | None = None, environ=os.environ) -> Config:
         variable = f"FSROUTER_{key.upper()}"
         if variable in environ:
             values[key] = parse(variable, environ[variable])
-    return Config(**values)
+    config = Config(**values)
+    if config.webhook_urls and not config.webhook_secret:
+        raise ConfigError("webhook_secret: set it when webhook_urls is set (every event is signed with it)")
+    return config
 
 
 def default_database_url(environ=os.environ) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
+import time
 from collections import deque
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,14 +19,18 @@ import peewee
 import structlog
 
 from . import esl  # noqa: F401  (greenswitch header fix)
+from .api import Api, ApiServer
 from .config import Config, default_database_url, load_config
+from .crm import CrmClient
 from .esl.events import CallTracker
 from .esl.inbound import EventListener
 from .esl.outbound import CallRouter, OutboundServer, OutboundStats
 from .logs import configure_logging
+from .metrics import Metrics
 from .model import Call
 from .presence import BusyMap, Presence, Registrations
 from .sequence_watch import SequenceGapWatch
+from .outbox import Outbox, Sender
 from .service import Service
 from .store import Store
 from .systemd_notify import notify, watchdog_interval
@@ -187,6 +192,11 @@ class Daemon:
                                        allowed_peers=tuple(config.allowed_peers))
         self.stopped = gevent.event.Event()
         self.degraded_decisions = 0
+        # The CRM, webhooks, the push API and /metrics (docs/crm.md): each only when configured.
+        self.metrics = Metrics()
+        self.crm = CrmClient.from_config(config, on_result=self.metrics.crm_result)
+        self.sender = self._outbox_sender(config)
+        self.api = self._api_server(config)
 
     # -- wiring --------------------------------------------------------------------------------
     def _agent_extensions(self):
@@ -245,19 +255,80 @@ class Daemon:
             self.writer.put(call)
         self.gap_watch.check()
 
+    def _outbox_sender(self, config: Config) -> Sender | None:
+        stores = {id(s): s for s in (self.service.store, self.writer.service.store)}.values()
+        for store in stores:
+            store.webhook_urls = tuple(config.webhook_urls)
+        if not config.webhook_urls:
+            return None
+        # A connection of its own: deliveries never wait for, or hold up, a call's decision.
+        sender = Sender(Outbox(Store.open(config.database or default_database_url())), config.webhook_secret,
+                        timeout=config.webhook_timeout, on_result=self.metrics.webhook_result)
+        for store in stores:
+            store.on_event = sender.wake
+        return sender
+
+    def _api_server(self, config: Config) -> ApiServer | None:
+        m, stats = self.metrics, self.outbound_stats
+        m.counter("fsrouter_event_socket_reconnects", "Event-socket reconnects", lambda: self.listener.stats.reconnects)
+        m.gauge("fsrouter_event_socket_connected", "1 while the event socket is connected",
+                lambda: self.listener.connected.is_set())
+        m.counter("fsrouter_sticky_answered", "Calls the bound agent answered on the sticky leg",
+                  lambda: stats.sticky_answered)
+        m.gauge("fsrouter_sticky_hit_ratio", "Of the calls whose bound agent rang first, the share they answered",
+                lambda: stats.sticky_answered / m.sticky_attempts if m.sticky_attempts else 0.0)
+        m.gauge("fsrouter_calls_active", "Calls on the outbound socket now", lambda: stats.active)
+        m.gauge("fsrouter_outbox_pending", "Webhook deliveries waiting in the outbox",
+                lambda: self.sender.pending if self.sender else 0)
+        m.gauge("fsrouter_crm_breaker_open", "1 while the CRM circuit breaker is open",
+                lambda: self.crm is not None and self.crm.breaker.state == "open")
+        if not config.api_token:
+            return None
+        return ApiServer(config.api_listen, Api(self.service, config.api_token, lock=self.db_lock, crm=self.crm,
+                                                metrics=m, health=self._health))
+
+    def _health(self) -> dict:
+        report = {"event_socket": "connected" if self.listener.connected.is_set() else "disconnected"}
+        if self.sender is not None:
+            report["outbox_pending"] = self.sender.pending
+        if self.crm is not None:
+            report["crm_breaker"] = self.crm.breaker.state
+        return report
+
     def decide(self, caller: str | None, group: str | None, call_uuid: str | None):
+        """The plan for one call: the CRM asked first (within its own budget, outside the database
+        lock), then the local decision within the decision budget."""
+        started = time.perf_counter()
+        crm = None
+        if self.crm is not None:
+            try:
+                # The configuration the answer is read against (agents, CRM ids), fresh if it can be.
+                with gevent.Timeout(self.config.decision_budget, False):
+                    with self.db_lock:
+                        self.service.settings()
+            except Exception:
+                pass  # the decision below meets the same trouble and handles it
+            try:
+                crm = self.service.crm_answer(caller or "", self.crm, cached_only=True)
+            except Exception as exc:
+                log.warning("crm.skipped", uuid=call_uuid, error=str(exc)[:200])
+        plan = self._decide(caller, group, call_uuid, crm)
+        self.metrics.decided(plan, time.perf_counter() - started)
+        return plan
+
+    def _decide(self, caller: str | None, group: str | None, call_uuid: str | None, crm=None):
         """The plan for one call within the decision budget; without the database, the group."""
         try:
             with gevent.Timeout(self.config.decision_budget):
                 with self.db_lock:
-                    return self.service.route(caller or "", group or "")
+                    return self.service.route(caller or "", group or "", crm=crm)
         except BaseException as exc:  # gevent.Timeout is a BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit, gevent.GreenletExit)):
                 raise
             self.degraded_decisions += 1
             log.warning("decision.degraded", uuid=call_uuid, error=type(exc).__name__, detail=str(exc)[:200])
             try:
-                return self.service.fallback_plan(caller or "", group or "")
+                return self.service.fallback_plan(caller or "", group or "", crm=crm)
             except Exception as fallback_exc:
                 log.warning("decision.no_plan", uuid=call_uuid, error=str(fallback_exc)[:200])
                 return None
@@ -267,6 +338,11 @@ class Daemon:
         self.outbound.start()
         self.writer.start()
         self.listener.start()
+        if self.sender is not None:
+            self.sender.start()
+        if self.api is not None:
+            self.api.start()
+            log.info("api.started", listen=f"{self.api.address[0]}:{self.api.address[1]}")
         log.info("daemon.started", outbound=f"{self.config.listen_host}:{self.outbound.address[1]}",
                  event_socket=f"{self.config.esl_host}:{self.config.esl_port}")
 
@@ -283,6 +359,11 @@ class Daemon:
         for call in self.tracker.flush():  # calls still waiting for a lost hang-up
             self.writer.put(call)
         self.writer.stop(timeout=10.0)
+        if self.api is not None:
+            self.api.stop()
+        if self.sender is not None:  # what is not sent yet waits in the outbox for the next start
+            self.sender.stop(timeout=2.0)
+            self.sender.outbox.store.close()
         log.info("daemon.stopped", calls_written=self.writer.written, pending=len(self.writer.pending))
         self.stopped.set()
 

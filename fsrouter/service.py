@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from . import overrides, routing, rules
-from .model import AUTO, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
+from .model import AUTO, CRM, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
 from .numbers import NotAClient, client_or_none, normalize
 from .settings import Settings
 from .store import Store
@@ -105,7 +105,42 @@ class Service:
         return normalize(raw, self.settings().default_region)
 
     # -- routing ---------------------------------------------------------------------------------
-    def route(self, caller_raw: str, group_name: str, now: datetime | None = None) -> RoutePlan:
+    def crm_answer(self, caller_raw: str, crm, cached_only: bool = False):
+        """Ask the CRM (a crm.CrmClient, or None) who is responsible for the caller.
+
+        From the configuration cached last (no database read: a caller need not hold the database
+        lock while the CRM thinks), within the CRM's own budget; never raises. None when there is
+        no CRM, `crm` is not among the `sources`, the caller is no client, or the CRM names nobody
+        who can take calls, or (`cached_only`) nothing is cached yet. The answer goes into
+        route(..., crm=answer).
+        """
+        if crm is None or (cached_only and self._snapshot is None):
+            return None
+        snapshot = self._snapshot or self._fresh()
+        if CRM not in snapshot.settings.sources:
+            return None
+        client = client_or_none(caller_raw, snapshot.settings.default_region)
+        if client is None:
+            return None
+        agents = snapshot.agents
+        by_crm_id = {a.crm_id: a for a in agents.values() if a.crm_id}
+
+        def resolve(value: str) -> str | None:
+            agent = by_crm_id.get(value) or agents.get(value)
+            usable = agent is not None and agent.enabled and not getattr(agent, "dnd", False)
+            return agent.ext if usable else None
+
+        return crm.lookup(client, resolve)
+
+    @staticmethod
+    def _with_crm(bindings: dict, client: str | None, crm, now: datetime) -> dict:
+        if crm is None or client is None or crm.client != client:
+            return bindings
+        return {**bindings, CRM: Binding(client=client, agent=crm.agent, source=CRM, at=now,
+                                         why=f"CRM {crm.lookup}: {crm.value}")}
+
+    def route(self, caller_raw: str, group_name: str, now: datetime | None = None, crm=None) -> RoutePlan:
+        """The plan for one call; `crm` is the CRM's answer (crm_answer), asked beforehand."""
         snapshot = self._fresh()
         group = snapshot.groups.get(group_name)
         if group is None:
@@ -116,7 +151,8 @@ class Service:
             raise ServiceError(f"unknown group {group_name!r}")
         client = client_or_none(caller_raw, snapshot.settings.default_region)
         bindings, extras = self._client_inputs(client, group, snapshot.agents)
-        return routing.decide(client, group, now or self.clock(), snapshot.settings, bindings,
+        now = now or self.clock()
+        return routing.decide(client, group, now, snapshot.settings, self._with_crm(bindings, client, crm, now),
                               snapshot.agents, **extras)
 
     def _client_inputs(self, client: str | None, group: Group, agents: dict[str, Agent]) -> tuple[dict, dict]:
@@ -134,24 +170,24 @@ class Service:
             sequential = group.strategy == routing.SEQUENTIAL
             candidates = [a for a in agents.values()
                           if a.ext in wait_for or (sequential and group.name in a.groups)]
-            if candidates:
-                extras["availability"] = self.presence(candidates, wait_for)
+            extras["availability"] = self.presence(candidates, wait_for)
         return bindings, extras
 
     def fallback_plan(self, caller_raw: str, group_name: str,
-                      now: datetime | None = None) -> RoutePlan | None:
+                      now: datetime | None = None, crm=None) -> RoutePlan | None:
         """The group's plan from what is cached, without reading the database (it is down or slow).
 
-        No binding is read, so there is no sticky leg; None when nothing was ever cached or the
-        group is not known.
+        No binding is read, so there is no sticky leg but the CRM's (`crm`, when it answered); None
+        when nothing was ever cached or the group is not known.
         """
         snapshot = self._snapshot
         if snapshot is None or group_name not in snapshot.groups:
             return None
         client = client_or_none(caller_raw, snapshot.settings.default_region)
-        plan = routing.decide(client, snapshot.groups[group_name], now or self.clock(), snapshot.settings,
-                              {}, snapshot.agents)
-        return plan if client is None else replace(plan, reason="database_unavailable")
+        now = now or self.clock()
+        plan = routing.decide(client, snapshot.groups[group_name], now, snapshot.settings,
+                              self._with_crm({}, client, crm, now), snapshot.agents)
+        return plan if client is None or plan.sticky else replace(plan, reason="database_unavailable")
 
     # -- learning --------------------------------------------------------------------------------
     def record_call(self, call: Call) -> Binding | None:
@@ -185,7 +221,8 @@ class Service:
         learned = 0
         with self.store.transaction():
             for call in calls:
-                learned += self.store.record_call(call, settings) is not None
+                # History, not news: imported calls send no webhooks.
+                learned += self.store.record_call(call, settings, notify=False) is not None
         return CallImport(calls=len(calls), learned=learned)
 
     def _call_from_row(self, line: int, row: dict, settings: Settings, agents) -> Call:

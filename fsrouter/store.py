@@ -38,6 +38,7 @@ from .model import (
     default_dial_string,
 )
 from .settings import Settings
+from .webhooks import Event, binding_changed, call_events
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _E164 = re.compile(r"^\+[1-9][0-9]{5,16}$")
@@ -106,6 +107,7 @@ def _models(db: pw.Database) -> SimpleNamespace:
         dial_string = pw.TextField()
         priority = pw.IntegerField(default=100)
         enabled = pw.BooleanField(default=True)
+        crm_id = pw.TextField(null=True, unique=True)  # added by migration 4 (the CRM)
         dnd = pw.BooleanField(default=False)  # added by migration 3 (presence)
 
         class Meta:
@@ -185,6 +187,31 @@ def _models(db: pw.Database) -> SimpleNamespace:
                            BindingHistory=BindingHistoryRow)
 
 
+
+def _outbox_model(db: pw.Database, m: SimpleNamespace) -> None:
+    class OutboxRow(pw.Model):
+        """One event for one webhook URL (outbox.py sends it). Written in the transaction of the
+        change it reports; a delivery claims it by moving next_at forward (compare-and-swap)."""
+        id = pw.AutoField()
+        event_id = pw.TextField()
+        event_type = pw.TextField()
+        target = pw.TextField()  # the URL
+        body = pw.TextField()  # the JSON, exactly as signed and sent
+        created_at = UTCDateTimeField()
+        next_at = UTCDateTimeField()  # when to try next
+        attempts = pw.IntegerField(default=0)
+        state = pw.TextField(default="pending")  # pending | sent | dead
+        last_error = pw.TextField(default="")
+        sent_at = UTCDateTimeField(null=True)
+
+        class Meta:
+            database = db
+            table_name = "outbox"
+            indexes = ((("state", "next_at"), False), (("event_id", "target"), True))
+
+    m.Outbox = OutboxRow
+
+
 # -- migrations --------------------------------------------------------------------------------
 # Each step runs inside the one transaction that also records its version, so a failed upgrade
 # leaves the database as it was. Version 1 creates the tables from the models above; when a model
@@ -220,10 +247,22 @@ def _v3_presence_hours_clients(db, migrator, m):
     db.create_tables([m.ClientNumber, m.Block], safe=True)
 
 
+
+def _v4_outbox_and_crm_ids(db, migrator, m):
+    # Idempotent: a database made by step 1 from today's models already has the column.
+    if "crm_id" not in {c.name for c in db.get_columns("agent")}:
+        from playhouse.migrate import migrate
+
+        migrate(migrator.add_column("agent", "crm_id", pw.TextField(null=True)),
+                migrator.add_index("agent", ("crm_id",), unique=True))
+    db.create_tables([m.Outbox], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
     (3, "agent dnd, group hours and settings, client numbers, blocks", _v3_presence_hours_clients),
+    (4, "outbox, agent crm ids", _v4_outbox_and_crm_ids),
 ]
 
 
@@ -278,6 +317,9 @@ class Store:
     def __init__(self, db: pw.Database):
         self.db = db
         self.m = _models(db)
+        _outbox_model(db, self.m)
+        self.webhook_urls: tuple[str, ...] = ()  # set: changes write events to the outbox
+        self.on_event = None  # called after events were written (wakes the sender)
         _client_models(db, self.m)
         self._upgrade()
         self._prepare_statements()
@@ -346,9 +388,15 @@ class Store:
             return 0
         return self.m.SchemaVersion.select(pw.fn.MAX(self.m.SchemaVersion.version)).scalar() or 0
 
+    def _applied(self) -> set[int]:
+        if not self.db.table_exists("schema_version"):
+            return set()
+        return {v for (v,) in self.m.SchemaVersion.select(self.m.SchemaVersion.version).tuples()}
+
     def _upgrade(self) -> None:
         latest = MIGRATIONS[-1][0]
-        if self.schema_version() == latest:
+        applied = self._applied()
+        if {version for version, _, _ in MIGRATIONS} <= applied and max(applied) <= latest:
             return  # the usual case, without taking a write lock (a read-only CLI user can list)
         with self.db.atomic():
             if not self.is_sqlite:
@@ -359,8 +407,11 @@ class Store:
                 raise StoreError(f"the database schema is version {current}, newer than this fsrouter "
                                  f"knows ({latest}): upgrade fsrouter")
             migrator = SchemaMigrator.from_database(self.db)
+            applied = self._applied()
             for version, name, step in MIGRATIONS:
-                if version > current:
+                # Every step not applied yet, also one numbered below the current version (steps
+                # from branches that landed in another order); each step is idempotent.
+                if version not in applied:
                     step(self.db, migrator, self.m)
                     self.m.SchemaVersion.create(version=version, name=name, applied_at=datetime.now(UTC))
 
@@ -394,6 +445,7 @@ class Store:
             groups.setdefault(agent, set()).add(group)
         return {
             row.ext: Agent(ext=row.ext, name=row.name, dial_string=row.dial_string, priority=row.priority,
+                           crm_id=row.crm_id,
                            enabled=bool(row.enabled), groups=frozenset(groups.get(row.ext, ())),
                            dnd=bool(row.dnd))
             for row in self.m.Agent.select().order_by(self.m.Agent.ext)
@@ -433,6 +485,19 @@ class Store:
             self._require_agent(ext)
             if changes:
                 self.m.Agent.update(**changes).where(self.m.Agent.ext == ext).execute()
+        return self.agents()[ext]
+
+    def set_agent_crm_id(self, ext: str, crm_id: str | None) -> Agent:
+        """The agent's user id in the CRM (a CRM lookup's answer maps to them); None or "" clears it."""
+        crm_id = (crm_id or "").strip() or None
+        if crm_id is not None and (len(crm_id) > 128 or _CONTROL.search(crm_id)):
+            raise StoreError("the CRM id must be at most 128 characters, without control characters")
+        with self.transaction():
+            self._require_agent(ext)
+            holder = self.m.Agent.get_or_none(self.m.Agent.crm_id == crm_id) if crm_id else None
+            if holder is not None and holder.ext != ext:
+                raise StoreError(f"CRM id {crm_id!r} is already agent {holder.ext}'s")
+            self.m.Agent.update(crm_id=crm_id).where(self.m.Agent.ext == ext).execute()
         return self.agents()[ext]
 
     def set_agent_enabled(self, ext: str, enabled: bool) -> None:
@@ -530,7 +595,10 @@ class Store:
                           why=_one_line(why))
         with self.transaction():
             self._require_agent(agent)
+            old = self.bindings_for(client).get(MANUAL) if self.webhook_urls else None
             self._upsert_bindings([binding])
+            if self.webhook_urls and (old is None or old.agent != agent):
+                self._notify([binding_changed(client, MANUAL, old, binding, binding.why, now)])
         return binding
 
     def remove_bindings(self, client: str, sources=SOURCES) -> int:
@@ -540,7 +608,15 @@ class Store:
         if unknown:
             raise StoreError(f"bad binding source {min(unknown)!r}: one of {', '.join(SOURCES)}")
         binding = self.m.Binding
-        return binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
+        if not self.webhook_urls:
+            return binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
+        with self.transaction():
+            old = self.bindings_for(client)
+            removed = binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
+            now = datetime.now(UTC)
+            self._notify([binding_changed(client, source, old[source], None, "removed", now)
+                          for source in SOURCES if source in sources and source in old])
+        return removed
 
     def list_bindings(self, agent: str | None = None, stale: bool = False, now: datetime | None = None,
                       settings: Settings | None = None) -> list[Binding]:
@@ -868,11 +944,36 @@ class Store:
         return cursor.rowcount == 1
 
     @_reconnects
-    def record_call(self, call: Call, settings: Settings) -> Binding | None:
-        """Save the call record and learn from it, in one transaction (live calls and imports alike)."""
+    def record_call(self, call: Call, settings: Settings, notify: bool = True) -> Binding | None:
+        """Save the call record and learn from it, in one transaction (live calls and imports alike).
+
+        With webhooks on (and `notify`), the call's events and any change of the learned binding
+        go into the outbox in that same transaction.
+        """
         with self.transaction():
             call = self.save_call(call)
-            return self.learn(call, settings)
+            if not (notify and self.webhook_urls):
+                return self.learn(call, settings)
+            before = self.bindings_for(call.client) if call.client else {}
+            learned = self.learn(call, settings)
+            events = call_events(call, _bound_agent(call, before, settings))
+            old = before.get(AUTO)
+            if learned is not None and (old is None or old.agent != learned.agent):
+                events.append(binding_changed(call.client, AUTO, old, learned, learned.why, learned.at))
+            self._notify(events)
+            return learned
+
+    def _notify(self, events: list[Event]) -> None:
+        """The events into the outbox, one row per webhook URL, in the caller's transaction."""
+        if not events or not self.webhook_urls:
+            return
+        now = datetime.now(UTC)
+        rows = [{"event_id": e.id, "event_type": e.type, "target": url, "body": e.body().decode("utf-8"),
+                 "created_at": now, "next_at": now} for e in events for url in self.webhook_urls]
+        for chunk in pw.chunked(rows, 500):
+            self.m.Outbox.insert_many(chunk).on_conflict_ignore().execute()
+        if self.on_event is not None:
+            self.on_event()
 
 
 def _call(r) -> Call:
@@ -887,9 +988,8 @@ def _call(r) -> Call:
 def _bound_agent(call: Call, before: dict[str, Binding], settings: Settings) -> str | None:
     """Who the client was bound to when the call came: the agent of the sticky leg fsrouter rang,
     else the first binding, in the `sources` order, of a kind the mode routes."""
-    sticky = getattr(call, "sticky_agent", None)
-    if sticky:
-        return sticky
+    if call.sticky_agent:
+        return call.sticky_agent
     allowed = {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[settings.mode]
     for source in settings.sources:
         if source in allowed and source in before:

@@ -124,6 +124,11 @@ EXPECTED_COMMANDS = {
     ("binding", "block"),
     ("binding", "unblock"),
     ("binding", "blocks"),
+    ("agent", "set"),  # issue 5
+    ("outbox",),  # issue 5
+    ("outbox", "list"),
+    ("outbox", "retry"),
+    ("outbox", "purge"),
     ("db",),  # issue 7
     ("db", "backup"),
     ("db", "restore"),

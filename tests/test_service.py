@@ -183,7 +183,8 @@ def test_import_calls_builds_calls_and_learns_through_store_record_call(service,
     seen = []
     real = service_store.record_call
     monkeypatch.setattr(
-        service_store, "record_call", lambda call, settings: (seen.append(call), real(call, settings))[1]
+        service_store, "record_call",
+        lambda call, settings, **kw: (seen.append(call), real(call, settings, **kw))[1]
     )
     result = service.import_calls(
         rows_of(

@@ -1,0 +1,247 @@
+"""The durable outbox: webhook events waiting in the database, and the greenlet that sends them.
+
+The store writes an event (one row per webhook URL) in the same transaction as the change it
+reports (Store._notify), so an event exists exactly when its change does. The Sender posts each
+row in the background, never in a call's way: a row is claimed by moving its next_at forward
+(compare-and-swap, so two daemons on one PostgreSQL never send a row at the same time), posted
+with its signature, then marked sent, or given another try after an exponential backoff (with
+jitter, capped), or marked dead after `max_attempts`. Rows survive a restart and an outage of the
+receiver; `fsrouter outbox list|retry|purge` shows and manages them. Delivery order is not
+guaranteed: every body carries its id and time.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import gevent
+import gevent.event
+import gevent.pool
+import structlog
+
+from . import http_client, webhooks
+
+log = structlog.get_logger("fsrouter.outbox")
+
+PENDING, SENT, DEAD = "pending", "sent", "dead"
+STATES = (PENDING, SENT, DEAD)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    event_id: str
+    event_type: str
+    target: str
+    state: str
+    attempts: int
+    created_at: datetime
+    next_at: datetime
+    last_error: str
+    sent_at: datetime | None
+    body: str
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "event_id": self.event_id, "type": self.event_type, "url": self.target,
+                "state": self.state, "attempts": self.attempts, "created_at": webhooks.iso(self.created_at),
+                "next_at": webhooks.iso(self.next_at), "last_error": self.last_error,
+                "sent_at": webhooks.iso(self.sent_at)}
+
+
+def _entry(row) -> Entry:
+    return Entry(row.id, row.event_id, row.event_type, row.target, row.state, row.attempts, row.created_at,
+                 row.next_at, row.last_error or "", row.sent_at, row.body)
+
+
+class Outbox:
+    """The outbox table's queries (the rows are written by Store._notify)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.table = store.m.Outbox
+
+    def count(self, state: str = PENDING) -> int:
+        return self.table.select().where(self.table.state == state).count()
+
+    def entries(self, states=(PENDING, DEAD), limit: int | None = 100) -> list[Entry]:
+        t = self.table
+        query = t.select().where(t.state.in_(list(states))).order_by(t.id)
+        if limit:
+            query = query.limit(limit)
+        return [_entry(row) for row in query]
+
+    def due(self, now: datetime, limit: int) -> list[Entry]:
+        t = self.table
+        query = (t.select().where(t.state == PENDING, t.next_at <= now).order_by(t.next_at, t.id).limit(limit))
+        return [_entry(row) for row in query]
+
+    def claim(self, entry: Entry, until: datetime) -> bool:
+        """Take the row for one delivery attempt, unless someone else did since it was read."""
+        t = self.table
+        return t.update(next_at=until).where(t.id == entry.id, t.state == PENDING,
+                                             t.next_at == entry.next_at).execute() == 1
+
+    def delivered(self, entry: Entry, now: datetime) -> None:
+        t = self.table
+        t.update(state=SENT, sent_at=now, attempts=entry.attempts + 1, last_error="").where(t.id == entry.id).execute()
+
+    def failed(self, entry: Entry, error: str, next_at: datetime, dead: bool) -> None:
+        t = self.table
+        t.update(state=DEAD if dead else PENDING, attempts=entry.attempts + 1, last_error=error[:500],
+                 next_at=next_at).where(t.id == entry.id).execute()
+
+    def retry(self, ids=None, now: datetime | None = None) -> int:
+        """Pending and dead rows (those of `ids`) are tried again now, dead ones from attempt 0."""
+        t = self.table
+        now = now or datetime.now(UTC)
+        with self.store.transaction():
+            where = [t.state.in_([PENDING, DEAD])]
+            if ids:
+                where.append(t.id.in_(list(ids)))
+            t.update(state=PENDING, attempts=0).where(*where, t.state == DEAD).execute()
+            return t.update(next_at=now).where(*where, t.state == PENDING).execute()
+
+    def purge(self, states=(SENT,), older_than: timedelta | None = None, now: datetime | None = None) -> int:
+        t = self.table
+        query = t.delete().where(t.state.in_(list(states)))
+        if older_than is not None:
+            query = query.where(t.created_at < (now or datetime.now(UTC)) - older_than)
+        return query.execute()
+
+
+class Sender:
+    """Posts due outbox rows in the background; see the module doc."""
+
+    def __init__(self, outbox: Outbox, secret: str, lock=None, timeout: float = 5.0, poll: float = 1.0,
+                 base_delay: float = 1.0, max_delay: float = 600.0, max_attempts: int = 50,
+                 concurrency: int = 4, keep_sent: timedelta = timedelta(days=7),
+                 on_result: Callable[[str], None] | None = None, jitter: bool = True):
+        self.outbox = outbox
+        self.secret = secret
+        self.lock = lock if lock is not None else nullcontext()
+        self.timeout = timeout
+        self.poll = poll
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_attempts = max_attempts
+        self.keep_sent = keep_sent
+        self.on_result = on_result
+        self.jitter = jitter
+        self.pool = gevent.pool.Pool(max(1, concurrency))
+        self.pending = 0  # rows waiting, as last counted
+        self.sent = 0
+        self.failures = 0
+        self._wake = gevent.event.Event()
+        self._greenlet = None
+        self._running = False
+        self._counted_at = 0.0
+        self._pruned_at = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._running = True
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking rows; deliveries under way get `timeout` to finish (an unfinished one is
+        simply tried again after the next start)."""
+        self._running = False
+        self._wake.set()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            self._greenlet.kill(block=False)
+        self.pool.join(timeout)
+        self.pool.kill(block=False)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        errors = 0
+        while self._running:
+            self._wake.clear()
+            try:
+                self.run_once()
+                errors = 0
+            except Exception as exc:  # the database is away: try again later, calls go on
+                errors += 1
+                log.warning("outbox.read_failed", error=str(exc)[:200])
+                gevent.sleep(min(self.poll * 2 ** errors, 30.0))
+                continue
+            self._wake.wait(self.poll)
+
+    def run_once(self) -> int:
+        """Claim what is due (as much as the pool can take) and start posting it; how many started."""
+        now = datetime.now(UTC)
+        started = 0
+        free = self.pool.free_count()
+        if free:
+            with self.lock:
+                due = self.outbox.due(now, free)
+            for entry in due:
+                with self.lock:
+                    claimed = self.outbox.claim(entry, now + timedelta(seconds=self.timeout + 30))
+                if claimed:
+                    self.pool.spawn(self._deliver, entry)
+                    started += 1
+        clock = time.monotonic()
+        if clock - self._counted_at >= min(self.poll, 2.0):
+            with self.lock:
+                self.pending = self.outbox.count(PENDING)
+            self._counted_at = clock
+        if clock - self._pruned_at >= 600:
+            with self.lock:
+                self.outbox.purge((SENT,), older_than=self.keep_sent)
+            self._pruned_at = clock
+        return started
+
+    def _deliver(self, entry: Entry) -> None:
+        body = entry.body.encode("utf-8")
+        error = ""
+        try:
+            with gevent.Timeout(self.timeout + 1.0):
+                response = http_client.request("POST", entry.target, body=body, timeout=self.timeout,
+                                               headers=webhooks.headers(entry.event_id, entry.event_type, body,
+                                                                        self.secret), max_body=64 * 1024)
+            if not response.ok:
+                error = f"HTTP {response.status}"
+        except http_client.HttpError as exc:
+            error = str(exc)
+        except gevent.Timeout:
+            error = f"no answer within {self.timeout:g}s"
+        now = datetime.now(UTC)
+        try:
+            with self.lock:
+                if not error:
+                    self.outbox.delivered(entry, now)
+                else:
+                    attempts = entry.attempts + 1
+                    dead = attempts >= self.max_attempts
+                    self.outbox.failed(entry, error, now + timedelta(seconds=self.delay(attempts)), dead)
+        except Exception as exc:  # the claim runs out and the row is tried again: the id dedupes
+            log.warning("outbox.update_failed", id=entry.id, error=str(exc)[:200])
+            return
+        if not error:
+            self.sent += 1
+            self._result("sent")
+            log.info("webhook.sent", event=entry.event_type, event_id=entry.event_id, url=entry.target)
+            self._wake.set()  # more may be waiting behind this one
+        else:
+            self.failures += 1
+            dead = entry.attempts + 1 >= self.max_attempts
+            self._result("dead" if dead else "failed")
+            log.warning("webhook.failed", event=entry.event_type, event_id=entry.event_id, url=entry.target,
+                        attempt=entry.attempts + 1, error=error[:200], dead=dead)
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before attempt `attempts + 1`: base * 2^(attempts-1), capped, with jitter."""
+        delay = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        return delay * random.uniform(0.75, 1.25) if self.jitter else delay
+
+    def _result(self, result: str) -> None:
+        if self.on_result is not None:
+            self.on_result(result)

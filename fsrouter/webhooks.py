@@ -1,0 +1,130 @@
+"""What fsrouter tells the CRM: the event bodies, and how each delivery is signed.
+
+Pure: no database, no sockets. The store writes these events into the outbox in the transaction
+of the change they report (outbox.py sends them). A body is JSON:
+
+    {"id": "<uuid>", "type": "call.answered", "at": "2024-05-01T09:30:02.000000Z", "data": {...}}
+
+`id` is the idempotency key: a retried delivery carries the same id (and the same bytes), and the
+events of a call have ids derived from the call's uuid, so a call recorded twice gives the same ids.
+
+Every delivery is signed: X-Fsrouter-Signature is "sha256=" and the hex HMAC-SHA256, keyed with
+the webhook secret, of the X-Fsrouter-Timestamp value (unix seconds), a dot, and the raw body.
+A receiver recomputes it over the bytes it got and compares in constant time (`verify`).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .model import INBOUND, Binding, Call
+
+CALL_ANSWERED = "call.answered"
+CALL_MISSED = "call.missed"
+CALL_ENDED = "call.ended"
+CALL_TRANSFERRED = "call.transferred"
+BINDING_CHANGED = "binding.changed"
+EVENT_TYPES = (CALL_ANSWERED, CALL_MISSED, CALL_ENDED, CALL_TRANSFERRED, BINDING_CHANGED)
+
+SIGNATURE_HEADER = "X-Fsrouter-Signature"
+TIMESTAMP_HEADER = "X-Fsrouter-Timestamp"
+EVENT_HEADER = "X-Fsrouter-Event"
+DELIVERY_HEADER = "X-Fsrouter-Delivery"
+_NAMESPACE = uuid.UUID("0b6f4a52-3c1e-4d8a-9f7e-5a2c1d0e9b41")
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    at: datetime
+    data: dict
+
+    def body(self) -> bytes:
+        """The exact bytes that are stored, signed and sent."""
+        return json.dumps({"id": self.id, "type": self.type, "at": iso(self.at), "data": self.data},
+                          ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _call_id(call: Call, kind: str, n: int = 0) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{call.uuid}|{kind}|{n}"))
+
+
+def call_events(call: Call, bound_agent: str | None) -> list[Event]:
+    """The events one finished call gives: answered or missed, each transfer, then ended.
+
+    `bound_agent` is who the client was bound to when the call came (the agent of the sticky leg
+    fsrouter rang, else the client's binding before this call); `agent_was_bound` says whether the
+    bound agent is the one who answered.
+    """
+    base = {"call_uuid": call.uuid, "direction": call.direction, "client": call.client, "group": call.group}
+    events = []
+    if call.agent and (call.answered or call.direction == INBOUND):
+        events.append(Event(_call_id(call, CALL_ANSWERED), CALL_ANSWERED, call.answered_at or call.started_at, {
+            **base, "agent": call.agent, "bound_agent": bound_agent,
+            "agent_was_bound": bound_agent is not None and call.agent == bound_agent,
+            "route": call.route, "answered_at": iso(call.answered_at)}))
+    else:
+        events.append(Event(_call_id(call, CALL_MISSED), CALL_MISSED, call.ended_at, {
+            **base, "agent": call.agent, "bound_agent": bound_agent, "rung": list(call.rung),
+            "route": call.route, "outcome": call.outcome}))
+    hops = call.handled_by
+    for n, (from_agent, to_agent) in enumerate(zip(hops, hops[1:])):
+        events.append(Event(_call_id(call, CALL_TRANSFERRED, n), CALL_TRANSFERRED, call.ended_at, {
+            **base, "from_agent": from_agent, "to_agent": to_agent, "bound_agent": bound_agent,
+            "hop": n + 1}))
+    events.append(Event(_call_id(call, CALL_ENDED), CALL_ENDED, call.ended_at, {
+        **base, "agent": call.agent, "answered": bool(call.answered), "talk_seconds": call.talk_seconds,
+        "started_at": iso(call.started_at), "ended_at": iso(call.ended_at), "recording": call.recording,
+        "outcome": call.outcome}))
+    return events
+
+
+def binding_changed(client: str, source: str, old: Binding | None, new: Binding | None, why: str,
+                    at: datetime) -> Event:
+    return Event(str(uuid.uuid4()), BINDING_CHANGED, at, {
+        "client": client, "source": source, "old_agent": old.agent if old else None,
+        "new_agent": new.agent if new else None, "why": why,
+        "expires_at": iso(new.expires_at) if new else None, "call_uuid": new.call_uuid if new else None})
+
+
+# -- signatures --------------------------------------------------------------------------------------
+
+def signature(secret: str, timestamp: int | str, body: bytes) -> str:
+    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode("ascii") + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def headers(event_id: str, event_type: str, body: bytes, secret: str, now: float | None = None) -> dict[str, str]:
+    timestamp = int(time.time() if now is None else now)
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "fsrouter-webhooks/1",
+        EVENT_HEADER: event_type,
+        DELIVERY_HEADER: event_id,
+        "Idempotency-Key": event_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: signature(secret, timestamp, body),
+    }
+
+
+def verify(secret: str, timestamp: str, body: bytes, signed: str, tolerance: float = 300.0,
+           now: float | None = None) -> bool:
+    """What a receiver does: the signature matches and the timestamp is recent (no replays)."""
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except (TypeError, ValueError):
+        return False
+    expected = signature(secret, timestamp, body)
+    return age <= tolerance and hmac.compare_digest(expected.encode(), str(signed).encode())

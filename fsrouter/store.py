@@ -181,7 +181,6 @@ def _models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "binding_history"
 
-
     return SimpleNamespace(SchemaVersion=SchemaVersion, Setting=SettingRow, Agent=AgentRow, Group=GroupRow,
                            Member=MemberRow, Binding=BindingRow, Call=CallRow,
                            BindingHistory=BindingHistoryRow)

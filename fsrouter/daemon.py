@@ -29,6 +29,7 @@ from .logs import configure_logging
 from .metrics import Metrics
 from .model import Call
 from .presence import BusyMap, Presence, Registrations
+from .routing import BUSY
 from .sequence_watch import SequenceGapWatch
 from .outbox import Outbox, Sender
 from .service import Service
@@ -230,10 +231,12 @@ class Daemon:
         held = self.db_lock._is_owned()
         saved = self.db_lock._release_save() if held else None
         try:
-            return self.presence.availability(agents, wait_for)
+            found = self.presence.availability(agents, wait_for)
         finally:
             if held:
                 self.db_lock._acquire_restore(saved)
+        # Everyone known to be on a call, candidate or not (a CRM-named agent, say): it is free.
+        return {**dict.fromkeys(self.busy.busy(), BUSY), **found}
 
     def _refresh_presence(self, every: float = 4.0) -> None:
         """Keep the registration cache warm (its answers live 5 s), so a decision seldom waits for

@@ -9,8 +9,8 @@ steady rate and has agents call clients, while its scripted agents answer, talk 
 ring out or are busy (rescripted every few seconds). fsrouter is a separate process started from
 the console script with a 0600 config file, SQLite in WAL mode, JSON logs to a file.
 
-One fault at a time, at random, with a few seconds between them (a fault's recovery is awaited
-before the next one is drawn):
+One fault at a time, in random order (every kind once before any comes again), with a few
+seconds between them (a fault's recovery is awaited before the next one is drawn):
 
     fs_restart   FreeSWITCH "restarts": event-socket connections close, connections are refused
                  for 0.5-3 s, then a switch with a new Core-UUID and Event-Sequence is back
@@ -300,9 +300,14 @@ class Soak:
             conn.close()
 
     def faults(self) -> None:
+        # Drawn from a shuffled bag of every kind, refilled when empty: a short run still meets
+        # each fault, a long one meets them all about equally often.
+        bag: list[str] = []
         gevent.sleep(self.rng.uniform(2, 5))
         while True:
-            extra = self.inject(self.rng.choice(FAULTS))
+            if not bag:
+                bag = self.rng.sample(FAULTS, len(FAULTS))
+            extra = self.inject(bag.pop())
             gevent.sleep(extra + self.rng.uniform(2, 6))
 
     # -- the run ---------------------------------------------------------------------------------

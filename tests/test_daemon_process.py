@@ -50,6 +50,8 @@ def test_sigterm_lets_calls_in_flight_finish_writes_them_and_exits_zero(tmp_path
     proc = start_daemon(tmp_path, fake.esl_address[1], listen_port)
     try:
         assert wait_for(lambda: _accepts(listen_port), 10), "the daemon never listened"
+        # ... and its event listener is subscribed: a call whose CHANNEL_CREATE it missed is not recorded.
+        assert wait_for(lambda: any("CHANNEL_CREATE" in c.names for c in fake.inbound.connections), 10)
         call = fake.place_call(caller="0501234567", router=("127.0.0.1", listen_port))
         assert wait_for(lambda: call.bridges, 5), "the call was never bridged"
         gevent.sleep(0.3)  # answered after 1 s of FreeSWITCH time: talking now

@@ -265,7 +265,8 @@ class Daemon:
         if not config.webhook_urls:
             return None
         # A connection of its own: deliveries never wait for, or hold up, a call's decision.
-        sender = Sender(Outbox(Store.open(config.database or default_database_url())), config.webhook_secret,
+        sender = Sender(Outbox(Store.open(cooperative_url(config.database or default_database_url()))),
+                        config.webhook_secret,
                         timeout=config.webhook_timeout, on_result=self.metrics.webhook_result)
         for store in stores:
             store.on_event = sender.wake

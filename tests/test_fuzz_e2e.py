@@ -247,3 +247,24 @@ def test_a_database_write_lock_held_elsewhere_never_stops_routing(tmp_path):
         assert len(office.store.calls()) == 4
     finally:
         office.close()
+
+
+def test_every_database_connection_of_the_daemon_waits_for_a_lock_only_briefly(tmp_path):
+    """The routing, writing and webhook-outbox connections alike: a longer wait stops the loop."""
+    from fsrouter.config import Config
+    from fsrouter.daemon import SQLITE_BUSY_TIMEOUT, Daemon
+
+    office = Office(tmp_path)
+    office.daemon.stop()
+    daemon = Daemon(Config(database=office.url, esl_port=office.fake.esl_address[1], listen_port=0,
+                           webhook_urls=("http://127.0.0.1:9/hook",), webhook_secret="s"))
+    try:
+        stores = [daemon.service.store, daemon.writer.service.store, daemon.sender.outbox.store]
+        for store in stores:
+            waits = store.db.execute_sql("PRAGMA busy_timeout").fetchone()[0]
+            assert waits == round(SQLITE_BUSY_TIMEOUT * 1000), store
+    finally:
+        for store in {id(s): s for s in stores}.values():
+            store.close()
+        office.fake.stop()
+        office.store.close()

@@ -54,11 +54,13 @@ def test_the_cli_and_the_daemon_refuse_it_before_doing_anything(tmp_path):
 # -- the event-socket password -----------------------------------------------------------------
 
 PASSWORD = "Zq9-distinctive-ESL-secret-7731"
+API_TOKEN = "Tk4-distinctive-api-token-5510"
+WEBHOOK_SECRET = "Wh2-distinctive-hmac-secret-8842"
 
 
 def test_the_password_never_reaches_the_log_even_when_freeswitch_refuses_it(tmp_path):
     """`fsrouter run` at debug level against a FreeSWITCH that refuses the password: the log says
-    so, again and again, and never shows the password (nor any part of the config that has it)."""
+    so, again and again, and never shows the password, nor the API token or the webhook secret."""
     import signal
     import subprocess
     import sys
@@ -70,7 +72,9 @@ def test_the_password_never_reaches_the_log_even_when_freeswitch_refuses_it(tmp_
     fake = FakeFreeSWITCH(password="not-the-same").start()
     path = config_file(tmp_path, 0o600, (
         f'database = "sqlite:///{tmp_path}/run.db"\nesl_port = {fake.esl_address[1]}\n'
-        f'esl_password = "{PASSWORD}"\nlisten_port = {_free_port()}\nlog_format = "json"\nlog_level = "debug"\n'))
+        f'esl_password = "{PASSWORD}"\nlisten_port = {_free_port()}\nlog_format = "json"\nlog_level = "debug"\n'
+        f'api_listen = "127.0.0.1:{_free_port()}"\napi_token = "{API_TOKEN}"\n'
+        f'webhook_urls = ["http://127.0.0.1:9/hook"]\nwebhook_secret = "{WEBHOOK_SECRET}"\n'))
     binary = Path(sys.executable).with_name("fsrouter")
     command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSROUTER_")}
@@ -92,6 +96,7 @@ def test_the_password_never_reaches_the_log_even_when_freeswitch_refuses_it(tmp_
     assert fake.inbound.accepted >= 2, "the daemon never tried the event socket"
     assert '"error": "authentication refused"' in log, log[-2000:]
     assert PASSWORD not in log and PASSWORD[:12] not in log and "Traceback" not in log
+    assert API_TOKEN not in log and WEBHOOK_SECRET not in log
 
 
 def _free_port() -> int:

@@ -52,7 +52,7 @@ class ListenerStats:
 class EventListener:
     def __init__(self, host: str, port: int, password: str, on_event: Callable[[dict], None],
                  on_connect: Callable[[], None] = lambda: None,
-                 backoff_min: float = 0.1, backoff_max: float = 30.0):
+                 backoff_min: float = 0.1, backoff_max: float = 5.0):
         self.host, self.port = host, port
         self._password = password
         self.on_event = on_event

@@ -35,7 +35,34 @@ _WHY_MAX = 200
 _STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
                 405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
                 415: "Unsupported Media Type", 422: "Unprocessable Entity", 500: "Internal Server Error",
-                503: "Service Unavailable"}
+                429: "Too Many Requests", 503: "Service Unavailable"}
+
+
+class RateLimit:
+    """A token bucket per peer address: `rate` requests a second, bursts of `burst`.
+
+    The API shares the daemon's one gevent loop with the calls being routed, so a client that
+    floods it is slowed down here before it can take their time. `clock` is injected for tests.
+    """
+
+    def __init__(self, rate: float = 50.0, burst: int = 100, clock=None, max_peers: int = 10_000):
+        import time
+        self.rate, self.burst = float(rate), float(burst)
+        self.clock = clock or time.monotonic
+        self.max_peers = max_peers
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, peer: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self._buckets) >= self.max_peers and peer not in self._buckets:
+            self._buckets.clear()  # a bounded map: forgetting every peer only lets them burst again
+        if tokens < 1.0:
+            self._buckets[peer] = (tokens, now)
+            return False
+        self._buckets[peer] = (tokens - 1.0, now)
+        return True
 
 
 class ApiError(Exception):
@@ -50,7 +77,8 @@ def _iso(value: datetime | None) -> str | None:
 
 class Api:
     def __init__(self, service: Service, token: str, lock=None, crm=None, metrics=None,
-                 health: Callable[[], dict] | None = None, max_body: int = MAX_BODY):
+                 health: Callable[[], dict] | None = None, max_body: int = MAX_BODY,
+                 rate_limit: RateLimit | None = None):
         if not token:
             raise ValueError("the API needs a token")
         self.service = service
@@ -61,6 +89,7 @@ class Api:
         self.metrics = metrics
         self.health_extra = health
         self.max_body = max_body
+        self.rate_limit = rate_limit or RateLimit()
         # (pattern, {method: handler}, needs the token)
         self.routes = [
             (re.compile(r"/health"), {"GET": self.health}, False),
@@ -91,6 +120,9 @@ class Api:
         return [body]
 
     def _dispatch(self, environ):
+        if not self.rate_limit.allow(environ.get("REMOTE_ADDR", "")):
+            raise ApiError(429, "too_many_requests", "slow down: too many requests from this address",
+                           {"Retry-After": "1"})
         path = environ.get("PATH_INFO", "") or "/"
         method = environ.get("REQUEST_METHOD", "GET").upper()
         for pattern, methods, private in self.routes:

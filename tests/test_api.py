@@ -284,3 +284,24 @@ def test_metrics_parse_with_the_prometheus_text_parser_and_count_calls(office):
     count = [s.value for s in families["fsrouter_decision_seconds"].samples if s.name.endswith("_count")]
     assert count[0] >= 1
     assert [s.value for s in families["fsrouter_sticky_hit_ratio"].samples][0] > 0
+
+
+def test_rate_limit_answers_429_to_a_flooding_address_and_recovers():
+    from fsrouter.api import Api, RateLimit
+
+    now = [0.0]
+    limit = RateLimit(rate=2, burst=3, clock=lambda: now[0])
+    assert [limit.allow("10.0.0.1") for _ in range(4)] == [True, True, True, False]
+    assert limit.allow("10.0.0.2"), "another address has its own bucket"
+    now[0] += 0.5  # one token back at 2 a second
+    assert limit.allow("10.0.0.1") and not limit.allow("10.0.0.1")
+
+    class NoService:
+        store = None
+
+    app = Api(NoService(), "t", rate_limit=RateLimit(rate=1, burst=1, clock=lambda: now[0]))
+    statuses = []
+    for _ in range(2):
+        app({"PATH_INFO": "/health", "REQUEST_METHOD": "GET", "REMOTE_ADDR": "10.0.0.9"},
+            lambda status, headers: statuses.append((status, dict(headers))))
+    assert statuses[1][0].startswith("429") and statuses[1][1]["Retry-After"] == "1"

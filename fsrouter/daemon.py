@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
+import sqlite3
 import time
 from collections import deque
 from urllib.parse import parse_qs, urlsplit
@@ -39,6 +40,15 @@ from .systemd_notify import notify, watchdog_interval
 log = structlog.get_logger("fsrouter.daemon")
 
 
+def _wal_checkpoint(path: str) -> None:
+    """Runs in a thread: copies the WAL into the database file without blocking anyone."""
+    conn = sqlite3.connect(path, timeout=5)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
+
+
 class CallWriter:
     """Writes finished calls through the service, keeping them while the database is away.
 
@@ -49,7 +59,7 @@ class CallWriter:
     """
 
     def __init__(self, service: Service, db_lock, max_pending: int = 200_000, batch: int = 16,
-                 max_delay: float = 0.05):
+                 max_delay: float = 0.05, own_connection: bool = False):
         self.service = service
         self.db_lock = db_lock
         self.pending: deque[Call] = deque()
@@ -65,6 +75,16 @@ class CallWriter:
         self._greenlet = None
         self._running = False
         self._failing = False
+        # SQLite: a WAL checkpoint (copy into the database file, then fsync) ran inside whichever
+        # commit crossed 1,000 pages and held the whole loop for up to 20 ms. On a connection of
+        # its own, the writer turns that off and checkpoints from a thread instead (sqlite3 lets
+        # the GIL go while it works), at most once a second.
+        self._checkpoint_path = None
+        self._checkpointed = 0.0
+        store = service.store
+        if own_connection and store.is_sqlite and store.db.database not in ("", ":memory:"):
+            store.db.execute_sql("PRAGMA wal_autocheckpoint=0")
+            self._checkpoint_path = store.db.database
 
     def put(self, call: Call) -> None:
         if len(self.pending) >= self.max_pending:
@@ -85,6 +105,7 @@ class CallWriter:
             self._greenlet.join(timeout)
             self._greenlet.kill(block=False)
         self.flush(timeout)
+        self._checkpoint(force=True)
 
     def flush(self, timeout: float = 5.0) -> bool:
         with gevent.Timeout(timeout, False):
@@ -104,9 +125,19 @@ class CallWriter:
             if self._write_batch():
                 delay = 0.1
                 gevent.sleep(0)  # routing goes first between two commits
+                self._checkpoint()
             else:
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _checkpoint(self, force: bool = False) -> None:
+        if self._checkpoint_path is None or (not force and time.monotonic() - self._checkpointed < 1.0):
+            return
+        self._checkpointed = time.monotonic()
+        try:
+            gevent.get_hub().threadpool.apply(_wal_checkpoint, (self._checkpoint_path,))
+        except Exception as exc:  # noqa: BLE001  (the next commit's data is safe in the WAL anyway)
+            log.warning("calls.checkpoint_failed", error=str(exc)[:200])
 
     def _write_batch(self) -> bool:
         # After a failure, one call at a time: the calls before one that cannot be written get in.
@@ -135,7 +166,9 @@ class CallWriter:
             return False
         self.commits += 1
         self._failing = False
-        for call, binding in zip(calls, learned):
+        for n, (call, binding) in enumerate(zip(calls, learned)):
+            if n % 4 == 3:
+                gevent.sleep(0)  # a batch's log lines too leave room for the calls being routed
             if self.pending and self.pending[0] is call:  # put() may have dropped it meanwhile
                 self.pending.popleft()
             self.written += 1
@@ -172,7 +205,7 @@ class Daemon:
             self.service = Service(Store.open(url))
             # The writer has a connection of its own, so a call's decision never waits behind a
             # commit (PostgreSQL's flush, SQLite's WAL append), and the writer can yield mid-batch.
-            self.writer = CallWriter(Service(Store.open(url)), contextlib.nullcontext())
+            self.writer = CallWriter(Service(Store.open(url)), contextlib.nullcontext(), own_connection=True)
         else:
             self.service = service
             self.writer = CallWriter(self.service, self.db_lock)

@@ -27,6 +27,7 @@ from fake_driver import client_number
 from gevent import socket
 from gevent.event import Event
 from gevent.fileobject import FileObject
+from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
 from fsrouter.fakefs import FakeFreeSWITCH
@@ -106,6 +107,9 @@ class Feeder:
         self.copies = 0
         self.conn = None
         self.subscribed = Event()
+        # Replies (the daemon asks `api sofia_contact` on this connection) and the event stream
+        # share the socket: one writer at a time, whole frames only.
+        self.writing = Semaphore()
         self.server = StreamServer(("127.0.0.1", 0), self._serve)
         self.server.start()
 
@@ -146,8 +150,14 @@ class Feeder:
             self.conn = sock
             self.subscribed.set()
             while True:
-                command()  # nothing else is expected; answer politely
-                sock.sendall(b"Content-Type: command/reply\nReply-Text: -ERR command not found\n\n")
+                line = command()
+                if line.startswith("api "):  # as FreeSWITCH answers sofia_contact for nobody registered
+                    body = b"error/user_not_registered"
+                    reply = b"Content-Type: api/response\nContent-Length: %d\n\n%s" % (len(body), body)
+                else:
+                    reply = b"Content-Type: command/reply\nReply-Text: -ERR command not found\n\n"
+                with self.writing:
+                    sock.sendall(reply)
         except OSError:
             pass
 
@@ -160,7 +170,8 @@ class Feeder:
         data = [self.copy() for _ in range(copies)]  # rendered before the clock starts
         started = time.perf_counter()
         for chunk in data:
-            self.conn.sendall(chunk)
+            with self.writing:
+                self.conn.sendall(chunk)
         return {"events": copies * self.events_per_copy, "calls": copies * CALLS_IN_TEMPLATE,
                 "started": started, "sent": time.perf_counter()}
 
@@ -178,7 +189,8 @@ class Feeder:
                 gevent.sleep(wait)
             else:
                 late = max(late, -wait)
-            self.conn.sendall(chunk)
+            with self.writing:
+                self.conn.sendall(chunk)
         return {"events": copies * self.events_per_copy, "calls": copies * CALLS_IN_TEMPLATE,
                 "started": started, "sent": time.perf_counter(), "interval": interval,
                 "max_late": round(late, 4)}

@@ -712,7 +712,7 @@ def main(argv=None) -> int:
                 dbs.pg_drop()
             except Exception as exc:  # noqa: BLE001  (the table still prints)
                 print(f"could not drop the PostgreSQL bench database: {exc}", file=sys.stderr)
-        if not args.quick or not os.environ.get("BENCH_KEEP"):
+        if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -8,6 +8,7 @@ new Core-UUID and starts the sequence again from 1.
 from __future__ import annotations
 
 import uuid as uuidlib
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +26,16 @@ class SentEvent:
     data: bytes
 
 
-class Subscriber:
+class Subscriber(ABC):
     """Anything that takes events: an inbound connection or an outbound-socket session."""
 
+    @abstractmethod
     def wants(self, name: str, uuid: str | None, subclass: str | None = None) -> bool:
-        raise NotImplementedError
+        """Does this subscriber receive this event?"""
 
+    @abstractmethod
     def deliver(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Send one rendered event frame."""
 
 
 class EventBus:

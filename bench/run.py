@@ -630,23 +630,27 @@ def _first_time(series, predicate):
 
 
 def _timed(args, timeout: float):
+    """Wall seconds, CPU seconds, max RSS (KB), exit code and output of a bounded child."""
     started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=procs.ROOT)
-    procs.CHILDREN.append(proc)
+    output = tempfile.TemporaryFile()  # noqa: SIM115  (a pipe nobody reads would stall the child)
+    proc = procs.spawn(args, stdout=output, stderr=subprocess.STDOUT, cwd=procs.ROOT)
     deadline = started + timeout
-    while proc.poll() is None and time.perf_counter() < deadline:
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
         time.sleep(0.05)
-    if proc.poll() is None:
-        proc.kill()
-    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
     seconds = time.perf_counter() - started
-    text = proc.stdout.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    output.seek(0)
+    text = output.read().decode(errors="replace")
+    output.close()
     procs.CHILDREN.remove(proc)
-    if usage is None:
-        return seconds, float("nan"), 0, proc.returncode, text
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code, text
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode, text
 
 
 def _sqlite_floor(path: Path, csv_path: Path, what: str) -> float:

@@ -23,7 +23,7 @@ test: venv
 
 lint: venv
 	$(BIN)/pip install -q ruff
-	$(BIN)/ruff check fsrouter tests bench
+	$(BIN)/ruff check fsrouter tests bench soak fuzz
 
 bench: venv
 	@mkdir -p bench/results
@@ -62,7 +62,7 @@ FUZZ_SECONDS ?= 60
 fuzz: venv
 	$(BIN)/pip install -q atheris
 	@mkdir -p fuzz/crashes
-	@set -e; for target in frames numbers csv config; do \
+	@set -e; for target in frames numbers csv config api; do \
 	  echo "== fuzz $$target ($(FUZZ_SECONDS) s)"; \
 	  mkdir -p /tmp/fsrouter-fuzz/$$target; \
 	  $(BIN)/python fuzz/fuzz_$$target.py /tmp/fsrouter-fuzz/$$target fuzz/corpus/$$target \

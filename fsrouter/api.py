@@ -154,16 +154,16 @@ class Api:
             raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
         length = environ.get("CONTENT_LENGTH") or ""
         if length:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):  # "²" is a digit to isdigit(), not to int()
                 raise ApiError(400, "bad_request", "bad Content-Length")
-            if int(length) > self.max_body:
+            if len(length.lstrip("0")) > 9 or int(length) > self.max_body:  # int() refuses 4,301 digits
                 raise ApiError(413, "too_large", f"the body is over {self.max_body} bytes")
         raw = environ["wsgi.input"].read(self.max_body + 1)
         if len(raw) > self.max_body:
             raise ApiError(413, "too_large", f"the body is over {self.max_body} bytes")
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested deep
             raise ApiError(400, "bad_json", "the body is not JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_json", "the body must be a JSON object")

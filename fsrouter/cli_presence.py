@@ -107,6 +107,17 @@ def client_link(app, number, other):
     click.echo(f"client {owner}: {', '.join(app.store.numbers_of(owner))}")
 
 
+@client.command("unlink", epilog=_example("fsrouter client unlink 0441234567"))
+@click.argument("number")
+@pass_app
+def client_unlink(app, number):
+    """NUMBER stops being one of its client's numbers: it calls as a client of its own, with no
+    bindings (the client keeps its bindings)."""
+    normal = app.service.normalize(number)
+    owner = app.store.unlink_number(normal)
+    click.echo(f"{normal} is a client of its own now; client {owner}: {', '.join(app.store.numbers_of(owner))}")
+
+
 @client.command("show", epilog=_example("fsrouter client show 0671112233 --json"))
 @click.argument("number")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -179,3 +190,31 @@ def binding_blocks(app, as_json):
     if as_json:
         return _echo_json([{"client": c, "agent": a} for c, a in rows])
     _table(("CLIENT", "AGENT"), rows)
+
+
+def live_presence(config, timeout: float = 3.0):
+    """Registrations asked of FreeSWITCH on one event-socket connection, as the daemon's
+    presence does: a callable for Service.presence. One-line error when it cannot connect."""
+    import gevent
+    from greenswitch.esl import InboundESL, NotConnectedError
+
+    from .presence import Presence, Registrations
+
+    conn = InboundESL(config.esl_host, config.esl_port, config.esl_password, timeout=timeout)
+    where = f"{config.esl_host}:{config.esl_port}"
+    try:
+        with gevent.Timeout(timeout):  # greenswitch waits for auth/request without a limit
+            conn.connect()
+    except ValueError:
+        raise click.ClickException(f"--live: FreeSWITCH at {where} refused the event-socket password") from None
+    except (OSError, gevent.Timeout, NotConnectedError) as exc:
+        raise click.ClickException(f"--live: cannot reach FreeSWITCH's event socket at {where} "
+                                   f"({type(exc).__name__})") from None
+
+    def api(command: str, limit: float) -> str:
+        with gevent.Timeout(limit):
+            return conn.send(f"api {command}").data
+
+    presence = Presence(registrations=Registrations(api, timeout=1.0))
+    return lambda agents, wait_for: presence.availability(agents, wait_for={a.ext for a in agents})
+

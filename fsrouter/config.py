@@ -5,12 +5,12 @@ of a cluster routes alike. This file is only about where things are.
 """
 from __future__ import annotations
 
-import json
 import ipaddress
+import json
 import math
 import os
-import stat
 import re
+import stat
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -153,7 +153,7 @@ def _crm_lookups(key, value):
             raise ConfigError(f"{where}: expected a table with url and field")
         unknown = set(item) - {"name", "url", "field", "headers"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}: one of name, url, field, headers")
+            raise ConfigError(f"{where}: unknown key {min(unknown)!r}: one of name, url, field, headers")
         url = _text(f"{where}.url", item.get("url", ""))
         try:
             check_url(url.replace("{client}", "x").replace("{digits}", "1"))

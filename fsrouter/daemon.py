@@ -29,15 +29,17 @@ from .esl.outbound import CallRouter, OutboundServer, OutboundStats
 from .logs import configure_logging
 from .metrics import Metrics
 from .model import Call
+from .outbox import Outbox, Sender
 from .presence import BusyMap, Presence, Registrations
 from .routing import BUSY
 from .sequence_watch import SequenceGapWatch
-from .outbox import Outbox, Sender
 from .service import Service
 from .store import Store
 from .systemd_notify import notify, watchdog_interval
 
 log = structlog.get_logger("fsrouter.daemon")
+
+STOP_EVENTS_WAIT = 3.0  # seconds a stop waits for the last events of the calls it drained
 
 
 def _wal_checkpoint(path: str) -> None:
@@ -136,7 +138,7 @@ class CallWriter:
         self._checkpointed = time.monotonic()
         try:
             gevent.get_hub().threadpool.apply(_wal_checkpoint, (self._checkpoint_path,))
-        except Exception as exc:  # noqa: BLE001  (the next commit's data is safe in the WAL anyway)
+        except Exception as exc:  # the next commit's data is safe in the WAL anyway
             log.warning("calls.checkpoint_failed", error=str(exc)[:200])
 
     def _write_batch(self) -> bool:
@@ -145,12 +147,11 @@ class CallWriter:
         calls = [self.pending[i] for i in range(min(size, len(self.pending)))]
         store = self.service.store
         try:
-            with self.db_lock:
-                with store.transaction():
-                    learned = []
-                    for call in calls:
-                        learned.append(self.service.record_call(call))
-                        gevent.sleep(0)  # a call routed now does not wait for the whole batch
+            with self.db_lock, store.transaction():
+                learned = []
+                for call in calls:
+                    learned.append(self.service.record_call(call))
+                    gevent.sleep(0)  # a call routed now does not wait for the whole batch
         except Exception as exc:
             self.failures += 1
             self._failing = True
@@ -255,6 +256,9 @@ class Daemon:
         # busy for hours. Forget, and learn again from the events to come.
         self.busy.reset()
         self.presence.registrations.forget()
+        # Ask every agent's registration now, in the background, so that no decision has to wait
+        # for a sofia_contact round trip (docs/presence-and-hours.md).
+        gevent.spawn(self._warm_presence)
         if self._presence_refresher is None:  # from the first connection on
             self._presence_refresher = gevent.spawn(self._refresh_presence)
 
@@ -272,21 +276,24 @@ class Daemon:
         return {**dict.fromkeys(self.busy.busy(), BUSY), **found}
 
     def _refresh_presence(self, every: float = 4.0) -> None:
-        """Keep the registration cache warm (its answers live 5 s), so a decision seldom waits for
-        sofia_contact and a sequential group's order knows every member from the first call."""
+        """Keep the registration cache fresh (its answers live 5 s; older ones are still used
+        while asked again), so that no decision waits and a sequential group's order knows every
+        member from the first call."""
         while True:
             gevent.sleep(every)
-            if not self.listener.connected.is_set():
-                continue
-            try:
-                with self.db_lock:  # the configuration may need a read
-                    agents = [a for a in self.service.agents().values() if a.enabled and not a.dnd]
-                self.presence.availability(agents)  # asks in the background what is stale
-            except Exception as exc:
-                log.debug("presence.refresh_failed", error=str(exc)[:200])
+            if self.listener.connected.is_set():
+                self._warm_presence(margin=every + 0.5)  # what would go stale before the next round
+
+    def _warm_presence(self, margin: float = 0.0) -> None:
+        try:
+            with self.db_lock:  # the configuration may need a read
+                agents = [a for a in self.service.agents().values() if a.enabled and not a.dnd]
+            self.presence.warm(agents, margin)
+        except Exception as exc:
+            log.debug("presence.refresh_failed", error=str(exc)[:200])
 
     def _on_event(self, headers: dict) -> None:
-        self.busy.feed(headers)
+        self.presence.feed(headers)
         for call in self.tracker.feed(headers):
             self.writer.put(call)
         self.gap_watch.check()
@@ -340,9 +347,8 @@ class Daemon:
         if self.crm is not None:
             try:
                 # The configuration the answer is read against (agents, CRM ids), fresh if it can be.
-                with gevent.Timeout(self.config.decision_budget, False):
-                    with self.db_lock:
-                        self.service.settings()
+                with gevent.Timeout(self.config.decision_budget, False), self.db_lock:
+                    self.service.settings()
             except Exception:
                 pass  # the decision below meets the same trouble and handles it
             try:
@@ -356,9 +362,8 @@ class Daemon:
     def _decide(self, caller: str | None, group: str | None, call_uuid: str | None, crm=None):
         """The plan for one call within the decision budget; without the database, the group."""
         try:
-            with gevent.Timeout(self.config.decision_budget):
-                with self.db_lock:
-                    return self.service.route(caller or "", group or "", crm=crm)
+            with gevent.Timeout(self.config.decision_budget), self.db_lock:
+                return self.service.route(caller or "", group or "", crm=crm)
         except BaseException as exc:  # gevent.Timeout is a BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit, gevent.GreenletExit)):
                 raise
@@ -388,8 +393,13 @@ class Daemon:
         log.info("daemon.stopping", active_calls=self.outbound_stats.active,
                  drain_timeout=self.config.drain_timeout)
         self.outbound.stop(self.config.drain_timeout)
-        # Calls that ended during the drain still send their last events: give them a moment.
-        gevent.sleep(0.2)
+        # The calls routed here send their last events after their sockets close: wait (bounded)
+        # until the tracker has finished every one of them, so none is lost at a stop.
+        recent = time.monotonic() - STOP_EVENTS_WAIT
+        routed = [uuid for uuid, ended in self.outbound_stats.ended if ended >= recent]
+        with gevent.Timeout(STOP_EVENTS_WAIT, False):
+            while self.listener.connected.is_set() and not all(self.tracker.finished(u) for u in routed):
+                gevent.sleep(0.05)
         if self._presence_refresher is not None:
             self._presence_refresher.kill(block=False)
         self.listener.stop()
@@ -419,11 +429,14 @@ class Daemon:
 def run_daemon(config: Config, config_path: str | None = None) -> int:
     configure_logging(config.log_format, config.log_level)
     _make_database_cooperative(config)
-    daemon = Daemon(config)
+    # The handlers come first: a SIGTERM while the database opens is a clean stop, not a kill.
     stop_requested = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop_requested.set)
     gevent.signal_handler(signal.SIGINT, stop_requested.set)
-    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(daemon.reload, config_path))
+    started: list[Daemon] = []
+    gevent.signal_handler(signal.SIGHUP, lambda: started and gevent.spawn(started[0].reload, config_path))
+    daemon = Daemon(config)
+    started.append(daemon)
     daemon.start()
     # What start-up made lives as long as the process: the collector stops scanning it, so its
     # pauses (10-20 ms for a full collection) no longer land on the calls being routed.

@@ -119,3 +119,14 @@ def missed_calls(calls: Iterable[Call], bindings: Mapping[str, Mapping[str, Bind
     rows.sort(key=lambda r: r.call.started_at, reverse=True)
     rows.sort(key=lambda r: (r.bound_agent is None, r.bound_agent or ""))
     return rows
+
+
+def closed_by(call: Call, history: Iterable[Call]) -> list[MissedCall]:
+    """The missed calls of `call`'s client that `call` closes: those still open in `history` (the
+    client's earlier calls) when it came. Empty when the call closes nothing."""
+    if closes_missed(call) is None:
+        return []
+    earlier = [c for c in history if c.client == call.client and c.uuid != call.uuid]
+    return [row for row in missed_calls([*earlier, call])
+            if row.closing_call is not None and row.closing_call.uuid == call.uuid]
+

@@ -49,26 +49,34 @@ def normalize(raw: str, region: str) -> str:
     digits = re.sub(r"[^0-9]", "", text)
     if len(digits) < MIN_CLIENT_DIGITS:
         raise NotAClient(f"{text!r} is an internal extension, not a client number")
-    parsed = None
-    if text.startswith("+") or text.startswith("00"):
-        parsed = _parse("+" + digits[2:] if text.startswith("00") else "+" + digits, None)
+    parsed, international = None, "+" + digits
+    if text.startswith(("+", "00")):
+        if text.startswith("00"):
+            international = "+" + digits[2:]
+        parsed = _parse(international, None)
     else:
         # A carrier that delivers the international form without its '+' (380501234567).
         country = phonenumbers.country_code_for_region(region or "")
         if country and digits.startswith(str(country)):
-            parsed = _parse("+" + digits, None)
+            parsed = _parse(international, None)
             if parsed is not None and not phonenumbers.is_valid_number(parsed):
                 parsed = None
         if parsed is None:
-            parsed = _parse(text, region) or _parse("+" + digits, None)
+            parsed = _parse(text, region)
+            if parsed is None:
+                parsed = _parse(international, None)
+            else:
+                international = None  # read nationally: the read-back below is a different parse
     if parsed is None:
         raise NotAClient(f"{text!r} is not a possible phone number for region {region}")
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     # A client's number must read back as itself, or one client would drift into several
-    # (phonenumbers reads zeros after some country codes as a national prefix).
-    again = _parse(e164, None)
-    if again is None or phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164:
-        raise NotAClient(f"{text!r} has no stable international form")
+    # (phonenumbers reads zeros after some country codes as a national prefix). When `e164` is
+    # the very text just parsed (no region), reading it back is that same parse: skipped.
+    if e164 != international:
+        again = _parse(e164, None)
+        if again is None or phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164:
+            raise NotAClient(f"{text!r} has no stable international form")
     # ... and the form must itself be a client: 4306507 in RU reads as +43 06507, whose
     # national 0 goes, leaving +436507, which would be refused as an extension when read back.
     if len(e164) - 1 < MIN_CLIENT_DIGITS:

@@ -85,6 +85,11 @@ class Outbox:
         return t.update(next_at=until).where(t.id == entry.id, t.state == PENDING,
                                              t.next_at == entry.next_at).execute() == 1
 
+    def release(self, entry: Entry, until: datetime, now: datetime) -> bool:
+        """Give back a claim (`until`) whose delivery was cut off: the row is due again now."""
+        t = self.table
+        return t.update(next_at=now).where(t.id == entry.id, t.state == PENDING, t.next_at == until).execute() == 1
+
     def delivered(self, entry: Entry, now: datetime) -> None:
         t = self.table
         t.update(state=SENT, sent_at=now, attempts=entry.attempts + 1, last_error="").where(t.id == entry.id).execute()
@@ -138,6 +143,7 @@ class Sender:
         self._wake = gevent.event.Event()
         self._greenlet = None
         self._running = False
+        self._in_flight: dict[int, tuple[Entry, datetime]] = {}  # id -> (row, claimed until)
         self._counted_at = 0.0
         self._pruned_at = 0.0
 
@@ -149,15 +155,25 @@ class Sender:
         self._greenlet = gevent.spawn(self._loop)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop taking rows; deliveries under way get `timeout` to finish (an unfinished one is
-        simply tried again after the next start)."""
+        """Stop taking rows; deliveries under way get `timeout` to finish; an unfinished one gives
+        its claim back and is tried again at the next start."""
         self._running = False
         self._wake.set()
         if self._greenlet is not None:
             self._greenlet.join(timeout)
             self._greenlet.kill(block=False)
         self.pool.join(timeout)
-        self.pool.kill(block=False)
+        self.pool.kill(block=True, timeout=1.0)
+        # Deliveries cut off here give their claim back, so the next start (or another node) tries
+        # them at once rather than when the claim would have run out.
+        now = datetime.now(UTC)
+        for entry, until in list(self._in_flight.values()):
+            try:
+                with self.lock:
+                    self.outbox.release(entry, until, now)
+            except Exception as exc:  # the claim simply runs out: the row is tried again later
+                log.warning("outbox.release_failed", id=entry.id, error=str(exc)[:200])
+        self._in_flight.clear()
 
     # -- the loop ------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -183,9 +199,11 @@ class Sender:
             with self.lock:
                 due = self.outbox.due(now, free)
             for entry in due:
+                until = now + timedelta(seconds=self.timeout + 30)
                 with self.lock:
-                    claimed = self.outbox.claim(entry, now + timedelta(seconds=self.timeout + 30))
+                    claimed = self.outbox.claim(entry, until)
                 if claimed:
+                    self._in_flight[entry.id] = (entry, until)
                     self.pool.spawn(self._deliver, entry)
                     started += 1
         clock = time.monotonic()
@@ -214,6 +232,7 @@ class Sender:
         except gevent.Timeout:
             error = f"no answer within {self.timeout:g}s"
         now = datetime.now(UTC)
+        self._in_flight.pop(entry.id, None)  # from here on the row's fate is written (or its claim runs out)
         try:
             with self.lock:
                 if not error:
@@ -228,14 +247,14 @@ class Sender:
         if not error:
             self.sent += 1
             self._result("sent")
-            log.info("webhook.sent", event=entry.event_type, event_id=entry.event_id, url=entry.target)
+            log.info("webhook.sent", event_type=entry.event_type, event_id=entry.event_id, url=entry.target)
             self._wake.set()  # more may be waiting behind this one
         else:
             self.failures += 1
             dead = entry.attempts + 1 >= self.max_attempts
             self._result("dead" if dead else "failed")
-            log.warning("webhook.failed", event=entry.event_type, event_id=entry.event_id, url=entry.target,
-                        attempt=entry.attempts + 1, error=error[:200], dead=dead)
+            log.warning("webhook.failed", event_type=entry.event_type, event_id=entry.event_id,
+                        url=entry.target, attempt=entry.attempts + 1, error=error[:200], dead=dead)
 
     def delay(self, attempts: int) -> float:
         """Seconds before attempt `attempts + 1`: base * 2^(attempts-1), capped, with jitter."""

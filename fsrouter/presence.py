@@ -10,9 +10,11 @@ Two sources, both kept here so routing.decide never touches a socket:
   reconnects (events may have been lost meanwhile).
 * Registrations: is the agent's phone registered? Asked of FreeSWITCH with
   ``api sofia_contact user/<ext>@<domain>`` on the event-socket connection, with a short
-  timeout and a short cache. ``error/user_not_registered`` is offline; a contact is online;
-  anything else (no connection, a timeout, an error) is *unknown*, which routes as available:
-  a bound agent is never skipped because FreeSWITCH could not be asked.
+  timeout and a short cache, kept fresh in the background and corrected at once by mod_sofia's
+  ``sofia::register`` / ``unregister`` / ``expire`` events. ``error/user_not_registered`` is
+  offline; a contact is online; anything else (no connection, a timeout, an error) is
+  *unknown*, which routes as available: a bound agent is never skipped because FreeSWITCH could
+  not be asked.
 
 ``Presence.availability`` combines them into the mapping routing.decide takes
 (extension -> routing.OFFLINE | routing.BUSY; available agents are left out). Do-not-disturb and
@@ -37,9 +39,10 @@ _USER_DIAL = re.compile(r"\A(?:\[[^\]]*\]|\{[^}]*\}|<[^>]*>)*user/([0-9A-Za-z_.-
 _SAFE_DOMAIN = re.compile(r"\A(?:[0-9A-Za-z_.:-]+|\$\{[A-Za-z_][A-Za-z0-9_]*\})\Z")
 
 REGISTRATION_TIMEOUT = 0.1  # seconds one sofia_contact may take while a call waits
-REGISTRATION_TTL = 5.0  # seconds an answer is reused
+REGISTRATION_TTL = 5.0  # seconds an answer is fresh (an older one is used while asked again)
 UNKNOWN_TTL = 1.0  # seconds a failed question is not asked again
 BUSY_MAX_AGE = 4 * 3600.0  # seconds after which a call whose hang-up never came stops counting
+REGISTRATION_EVENTS = ("sofia::register", "sofia::unregister", "sofia::expire")  # mod_sofia's
 
 
 def _text(headers: Mapping, name: str) -> str:
@@ -148,18 +151,56 @@ class Registrations:
         return False, None
 
     def state(self, target: str, wait: bool = True) -> str | None:
-        """OFFLINE, AVAILABLE or None (unknown). `wait` False: only what is cached, asking in the
-        background for next time."""
-        fresh, state = self.cached(target)
-        if fresh:
-            return state
+        """OFFLINE, AVAILABLE or None (unknown).
+
+        An old answer is still answered (and asked again in the background): phones register for
+        minutes, so a few seconds' staleness is worth far less than a round trip on every call.
+        Only a target never answered since the event socket connected may be waited for (`wait`),
+        up to the short timeout; `warm` asks for every agent at connect, so that is rare."""
+        hit = self._cache.get(target)
+        if hit is not None and hit[1] > self.clock():
+            return hit[0]
+        asking = self._ask_soon(target)
+        if hit is not None or not wait:
+            return hit[0] if hit is not None else None
+        asking.join(self.timeout + 0.05)
+        return self.cached(target)[1]
+
+    def warm(self, targets: Iterable[str], margin: float = 0.0) -> None:
+        """Ask, in the background, for every target not known or going stale within `margin`
+        seconds (the event socket just connected, or the refresher's round)."""
+        soon = self.clock() + margin
+        for target in targets:
+            hit = self._cache.get(target)
+            if hit is None or hit[1] <= soon:
+                self._ask_soon(target)
+
+    def feed(self, headers: Mapping[str, str]) -> None:
+        """mod_sofia's sofia::register / unregister / expire events: a phone that registers is
+        online from now on; one that goes away is asked about again (another of the user's
+        phones may still be registered)."""
+        if not isinstance(headers, Mapping) or _text(headers, "Event-Name") != "CUSTOM":
+            return
+        subclass = _text(headers, "Event-Subclass")
+        if subclass not in REGISTRATION_EVENTS:
+            return
+        user, host = _text(headers, "from-user"), _text(headers, "from-host")
+        now = self.clock()
+        for target, (state, _expires) in list(self._cache.items()):
+            ext, _, domain = target[len("user/"):].partition("@")
+            if ext != user or not (domain == host or domain.startswith("${")):
+                continue
+            if subclass == "sofia::register":
+                self._cache[target] = (AVAILABLE, now + self.ttl)
+            else:
+                self._cache[target] = (state, now)  # stale: still answered while asked again
+                self._ask_soon(target)
+
+    def _ask_soon(self, target: str) -> gevent.Greenlet:
         asking = self._asking.get(target)
         if asking is None or asking.dead:
             asking = self._asking[target] = gevent.spawn(self._ask, target)
-        if not wait:
-            return state
-        asking.join(self.timeout + 0.05)
-        return self.cached(target)[1]
+        return asking
 
     def _ask(self, target: str) -> None:
         self.questions += 1
@@ -189,12 +230,26 @@ class Presence:
         self.busy_map = busy
         self.registrations = registrations
 
+    def warm(self, agents: Iterable, margin: float = 0.0) -> None:
+        """Ask FreeSWITCH, in the background, for the registration of every agent (model.Agent)
+        whose answer is missing or goes stale within `margin` seconds."""
+        if self.registrations is not None:
+            self.registrations.warm((t for t in (contact_target(a.dial_string) for a in agents) if t), margin)
+
+    def feed(self, headers: Mapping[str, str]) -> None:
+        """Every event the listener reads: calls for the busy map, registrations for the cache."""
+        if self.busy_map is not None:
+            self.busy_map.feed(headers)
+        if self.registrations is not None:
+            self.registrations.feed(headers)
+
     def availability(self, agents: Iterable, wait_for: Collection[str] = ()) -> dict[str, str]:
         """extension -> OFFLINE | BUSY for the agents (model.Agent) that are not available.
 
         Registration is waited for (up to its short timeout) only for the agents in `wait_for`
-        (the bound agents: their state decides whether the sticky leg rings); the others get the
-        cached answer, asked in the background when it is missing or old.
+        (the bound agents: their state decides whether the sticky leg rings) and only when
+        FreeSWITCH has never answered for them since the event socket connected; otherwise the
+        last answer is used, and asked again in the background when it is old.
         """
         busy = self.busy_map.busy() if self.busy_map is not None else set()
         out: dict[str, str] = {}

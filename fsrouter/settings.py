@@ -107,7 +107,7 @@ class Settings:
     sources: tuple[str, ...] = ROUTE_SOURCES
     max_sticky_misses: int = 0  # 0 = off; see docs/presence-and-hours.md
 
-    def with_text(self, key: str, text: str) -> "Settings":
+    def with_text(self, key: str, text: str) -> Settings:
         """A copy with one key set from its text form; KeyError/ValueError on bad input."""
         spec = SETTINGS.get(key)
         if spec is None:
@@ -121,7 +121,7 @@ class Settings:
         return {key: spec.format(getattr(self, key)) for key, spec in SETTINGS.items()}
 
     @classmethod
-    def from_text(cls, items: dict[str, str]) -> "Settings":
+    def from_text(cls, items: dict[str, str]) -> Settings:
         settings = cls()
         for key, text in items.items():
             if key in SETTINGS:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .missed import MissedCall
 from .model import INBOUND, Binding, Call
 
 CALL_ANSWERED = "call.answered"
@@ -29,7 +31,8 @@ CALL_MISSED = "call.missed"
 CALL_ENDED = "call.ended"
 CALL_TRANSFERRED = "call.transferred"
 BINDING_CHANGED = "binding.changed"
-EVENT_TYPES = (CALL_ANSWERED, CALL_MISSED, CALL_ENDED, CALL_TRANSFERRED, BINDING_CHANGED)
+CALLBACK_DONE = "callback.done"
+EVENT_TYPES = (CALL_ANSWERED, CALL_MISSED, CALL_ENDED, CALL_TRANSFERRED, BINDING_CHANGED, CALLBACK_DONE)
 
 SIGNATURE_HEADER = "X-Fsrouter-Signature"
 TIMESTAMP_HEADER = "X-Fsrouter-Timestamp"
@@ -57,7 +60,7 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _call_id(call: Call, kind: str, n: int = 0) -> str:
+def _call_id(call: Call, kind: str, n: int | str = 0) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{call.uuid}|{kind}|{n}"))
 
 
@@ -80,7 +83,7 @@ def call_events(call: Call, bound_agent: str | None) -> list[Event]:
             **base, "agent": call.agent, "bound_agent": bound_agent, "rung": list(call.rung),
             "route": call.route, "outcome": call.outcome}))
     hops = call.handled_by
-    for n, (from_agent, to_agent) in enumerate(zip(hops, hops[1:])):
+    for n, (from_agent, to_agent) in enumerate(itertools.pairwise(hops)):
         events.append(Event(_call_id(call, CALL_TRANSFERRED, n), CALL_TRANSFERRED, call.ended_at, {
             **base, "from_agent": from_agent, "to_agent": to_agent, "bound_agent": bound_agent,
             "hop": n + 1}))
@@ -97,6 +100,17 @@ def binding_changed(client: str, source: str, old: Binding | None, new: Binding 
         "client": client, "source": source, "old_agent": old.agent if old else None,
         "new_agent": new.agent if new else None, "why": why,
         "expires_at": iso(new.expires_at) if new else None, "call_uuid": new.call_uuid if new else None})
+
+
+def callback_done(missed: MissedCall) -> Event:
+    """An agent called back a client whose call was missed (one event per missed call closed)."""
+    back = missed.closing_call
+    assert back is not None, "an open missed call has no callback"
+    return Event(_call_id(back, CALLBACK_DONE, missed.call.uuid), CALLBACK_DONE, back.started_at, {
+        "call_uuid": back.uuid, "client": missed.client, "agent": back.agent,
+        "client_answered": bool(back.answered), "missed_call_uuid": missed.call.uuid,
+        "missed_at": iso(missed.call.started_at), "missed_group": missed.call.group,
+        "missed_sticky_agent": missed.call.sticky_agent, "callback_after_seconds": int(missed.callback_after.total_seconds())})
 
 
 # -- signatures --------------------------------------------------------------------------------------

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import gevent
 import pytest
 from click.testing import CliRunner
+from office import Office
 from prometheus_client.parser import text_string_to_metric_families
 
 from fsrouter.api import SPEC_PATH
 from fsrouter.cli import main
 from fsrouter.http_client import request
-
-from office import Office
 
 TOKEN = "t0k3n-for-tests"
 CLIENT = "+380501234567"
@@ -147,6 +147,9 @@ def test_agents_list(office):
 
 def test_route_is_the_json_of_fsrouter_route(office):
     office.fake.agent("1003", answers_after=1, talk=3)  # registered, should presence ask
+    with gevent.Timeout(5, False):  # mod_sofia's sofia::register reaches the daemon's presence
+        while office.daemon.presence.registrations.cached("user/1003@127.0.0.1") != (True, "available"):
+            gevent.sleep(0.01)
     call(office, "PUT", BINDING, {"agent": "1003"})
     status, body, _ = call(office, "GET", "/v1/route?client=0501234567&group=sales")
     cli = CliRunner().invoke(main, ["--db", office.url, "route", "0501234567", "--group", "sales", "--json"])
@@ -283,7 +286,7 @@ def test_metrics_parse_with_the_prometheus_text_parser_and_count_calls(office):
     assert routed[("sticky", "manual")] >= 1
     count = [s.value for s in families["fsrouter_decision_seconds"].samples if s.name.endswith("_count")]
     assert count[0] >= 1
-    assert [s.value for s in families["fsrouter_sticky_hit_ratio"].samples][0] > 0
+    assert next(s.value for s in families["fsrouter_sticky_hit_ratio"].samples) > 0
 
 
 def test_rate_limit_answers_429_to_a_flooding_address_and_recovers():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from office import accepts, free_port
 
 from fsrouter import backup
 from fsrouter.cli import main
@@ -176,7 +177,8 @@ def test_restore_is_refused_under_a_running_daemon(db, tmp_path):
     target = tmp_path / "b.db"
     backup.backup(db, target)
     config = tmp_path / "fsrouter.toml"
-    config.write_text(f'database = "{db}"\nesl_port = 1\nlisten_port = {_free_port()}\nlog_format = "json"\n')
+    listen_port = free_port()
+    config.write_text(f'database = "{db}"\nesl_port = 1\nlisten_port = {listen_port}\nlog_format = "json"\n')
     config.chmod(0o600)
     binary = Path(sys.executable).with_name("fsrouter")
     command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter.cli"]
@@ -184,9 +186,13 @@ def test_restore_is_refused_under_a_running_daemon(db, tmp_path):
     daemon = subprocess.Popen(command + ["--config", str(config), "run"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 15
-        while not backup.in_use(Path(db.removeprefix("sqlite:///"))) and time.monotonic() < deadline:
+        # Up: the database open, and taking calls, which it does only once SIGTERM stops it
+        # cleanly (it opens the database before that: a SIGTERM then would just kill it).
+        # Generous: a loaded machine takes seconds to start a Python process.
+        deadline = time.monotonic() + 30
+        while not (accepts(listen_port) and backup.in_use(Path(db.removeprefix("sqlite:///")))):
             assert daemon.poll() is None, daemon.communicate()[0].decode()[-2000:]
+            assert time.monotonic() < deadline, "the daemon never came up"
             time.sleep(0.05)
         one_line_error(run("--db", db, "db", "restore", str(target)), "is in use", "systemctl stop fsrouter")
         # A backup is fine while it runs.
@@ -196,14 +202,6 @@ def test_restore_is_refused_under_a_running_daemon(db, tmp_path):
         output = daemon.communicate(timeout=30)[0].decode()
     assert daemon.returncode == 0, output[-2000:]
     assert run("--db", db, "db", "restore", str(target)).exit_code == 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_backup_that_is_not_a_sound_fsrouter_database_is_refused_and_nothing_changes(db, tmp_path):

@@ -118,6 +118,7 @@ EXPECTED_COMMANDS = {
     ("group", "set"),
     ("client",),
     ("client", "link"),
+    ("client", "unlink"),
     ("client", "show"),
     ("number",),
     ("number", "shared"),

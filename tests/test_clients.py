@@ -4,9 +4,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
+from office import cli_office
 
-from fsrouter.cli import main
 from fsrouter.model import AUTO, MANUAL, Agent, Binding, Call, Group
 from fsrouter.routing import decide
 from fsrouter.service import Service
@@ -91,7 +90,7 @@ def test_linking_a_third_number_through_either_joins_the_same_client(store):
     assert store.numbers_of(OFFICE) == sorted([MOBILE, HOME, OFFICE])
 
 
-def test_routing_reads_two_indexed_statements(store):
+def test_routing_reads_one_statement_of_indexed_reads(store):
     store.link_numbers(MOBILE, HOME)
     statements = []
     real = store.db.execute_sql
@@ -105,10 +104,13 @@ def test_routing_reads_two_indexed_statements(store):
     store.db.execute_sql = spy
     service.route(HOME, "sales")
     del store.db.execute_sql
-    assert len(statements) == 2
+    assert len(statements) == 1
     if store.is_sqlite:  # PostgreSQL's planner scans tables this small whatever the indexes
-        plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + statements[0], (HOME,)).fetchall()
-        assert all("SCAN" not in row[-1] for row in plan), plan
+        plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + statements[0], (HOME,) * 3).fetchall()
+        # Every table is searched through an index; only the one-row derived table `c` is scanned.
+        scans = [row[-1] for row in plan if row[-1].startswith("SCAN")]
+        assert scans == ["SCAN CONSTANT ROW", "SCAN c"], plan
+        assert sum("USING" in row[-1] and "INDEX" in row[-1] for row in plan) == 4, plan
 
 
 # -- shared numbers -----------------------------------------------------------------------------
@@ -154,23 +156,7 @@ def test_block_of_an_unknown_agent_is_an_error(store):
 
 @pytest.fixture
 def fsrouter(tmp_path, monkeypatch):
-    from fsrouter import config as config_module
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
-    for name in list(__import__("os").environ):
-        if name.startswith("FSROUTER_"):
-            monkeypatch.delenv(name)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    runner = CliRunner()
-
-    def run(*args, code=0):
-        result = runner.invoke(main, ["--db", url, *args])
-        assert result.exit_code == code, (result.output, result.exception)
-        return result.output
-
-    run("group", "add", "sales")
-    run("agent", "add", "1001", "--name", "Anna", "--group", "sales")
-    run("agent", "add", "1002", "--name", "Bohdan", "--group", "sales")
-    return run
+    return cli_office(tmp_path, monkeypatch, agents=("1001", "1002"))
 
 
 def test_cli_client_link_then_binding_routes_the_other_number(fsrouter):
@@ -181,6 +167,42 @@ def test_cli_client_link_then_binding_routes_the_other_number(fsrouter):
     shown = json.loads(fsrouter("client", "show", "0441234567", "--json"))
     assert shown["client"] == MOBILE and shown["numbers"] == [HOME, MOBILE]
     assert shown["bindings"] == {"manual": "1002"}
+
+
+def test_unlinking_a_number_makes_it_a_client_of_its_own_without_the_bindings(store):
+    store.link_numbers(MOBILE, HOME)
+    store.set_manual_binding(MOBILE, "1001", T0)
+    assert store.unlink_number(HOME) == MOBILE
+    assert store.client_of(HOME)[0] == HOME and store.bindings_for(HOME) == {}
+    assert store.numbers_of(MOBILE) == [MOBILE] and store.bindings_for(MOBILE)[MANUAL].agent == "1001"
+    assert Service(store).route(HOME, "sales").reason == "no_binding"
+
+
+def test_unlinking_the_clients_own_number_moves_the_client_to_its_other_numbers(store):
+    store.link_numbers(MOBILE, HOME)
+    store.link_numbers(MOBILE, OFFICE)
+    store.set_manual_binding(MOBILE, "1001", T0)
+    store.block(MOBILE, "1002")
+    assert store.unlink_number(MOBILE) == HOME  # the lowest of the others
+    assert store.numbers_of(HOME) == [HOME, OFFICE]
+    assert store.client_of(OFFICE) == (HOME, False, frozenset({"1002"}))
+    assert store.bindings_for(HOME)[MANUAL].agent == "1001"
+    assert store.client_of(MOBILE) == (MOBILE, False, frozenset()) and store.bindings_for(MOBILE) == {}
+
+
+def test_unlinking_a_number_that_is_not_linked_is_an_error(store):
+    with pytest.raises(StoreError, match="not linked"):
+        store.unlink_number(MOBILE)
+
+
+def test_cli_client_unlink(fsrouter):
+    fsrouter("client", "link", "0501234567", "0441234567")
+    fsrouter("binding", "set", "0501234567", "1002")
+    assert "+380441234567 is a client of its own now" in fsrouter("client", "unlink", "0441234567")
+    assert json.loads(fsrouter("route", "0441234567", "--group", "sales", "--json"))["agent"] is None
+    assert json.loads(fsrouter("route", "0501234567", "--group", "sales", "--json"))["agent"] == "1002"
+    out = fsrouter("client", "unlink", "0441234567", code=1)
+    assert out.strip().count("\n") == 0 and "not linked" in out
 
 
 def test_cli_number_shared_on_off(fsrouter):

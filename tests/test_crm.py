@@ -6,15 +6,14 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from http_fakes import FakeCrm
+from office import Office
 
 from fsrouter.config import ConfigError, CrmLookup, load_config
 from fsrouter.crm import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CrmClient
 from fsrouter.model import AUTO, CRM, MANUAL, Agent, Binding, Group
 from fsrouter.routing import decide
 from fsrouter.settings import Settings
-
-from http_fakes import FakeCrm
-from office import Office
 
 CLIENT = "+380501234567"
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

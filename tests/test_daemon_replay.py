@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from office import settle
+from test_events_replay import captures_dir
 
 from fsrouter.config import Config
 from fsrouter.daemon import Daemon
 from fsrouter.fakefs import FakeFreeSWITCH
 from fsrouter.service import Service
 from fsrouter.store import Store
-
-from office import settle
-from test_events_replay import captures_dir
 
 
 def expected_cases():

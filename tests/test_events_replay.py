@@ -7,10 +7,10 @@ these tests fail: they are the only check against the real thing, so they must n
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from captures import captures_dir
 
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import event_headers, parse_stream
@@ -25,15 +25,6 @@ SIP_CASES = [
     "09-sip-agent-outbound-calls",
     "11-sip-call-answered-12s-inbound-view",
 ]
-
-
-def captures_dir() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
-    path = Path(os.environ.get("FSROUTER_CAPTURES") or default)
-    if not (path / "expected.json").is_file():
-        pytest.fail(f"FreeSWITCH captures not found at {path} (no expected.json): check out ../shared "
-                    f"beside the clone or set FSROUTER_CAPTURES to the esl-captures directory", pytrace=False)
-    return path
 
 
 def events_of(path: Path) -> list[dict]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import time
 
-import gevent
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from office import AGENTS, Office
+from office import AGENTS, Office, hears, wait_until, without_uuids
 
 E2E = hsettings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -55,6 +54,9 @@ def check_grammar(command) -> None:
     """One command of the few fsrouter ever sends on an outbound socket, with safe arguments."""
     if command.name in ("connect", "myevents", "exit", "linger", "nolinger"):
         assert command.line == command.name and not command.headers and not command.body, command
+        return
+    if command.name == "nixevent":  # event kinds, nothing else
+        assert re.fullmatch(r"nixevent( [A-Z_]+)+", command.line) and not command.headers, command
         return
     assert command.line == "sendmsg", command
     headers = dict(command.headers)
@@ -101,7 +103,7 @@ def test_hostile_caller_ids_never_reach_freeswitch(office):
         assert handle.wait(15), "the call never ended"
         seen["calls"] += 1
         sent = sent_to_freeswitch(office, handle)
-        text = sent.decode("utf-8", "replace")
+        text = without_uuids(sent.decode("utf-8", "replace"))
         assert caller.encode("utf-8", "replace") not in sent
         for marker in MARKERS:
             assert marker not in text, (marker, caller)
@@ -143,15 +145,6 @@ GARBAGE = st.one_of(
 )
 
 
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        gevent.sleep(0.02)
-    return condition()
-
-
 def test_garbage_from_freeswitch_mid_call_never_leaves_a_call_waiting(tmp_path, capfd):
     office = Office(tmp_path, time_scale=0.02)
     try:
@@ -185,13 +178,11 @@ def test_garbage_on_the_event_socket_costs_a_reconnect_at_most(tmp_path, capfd):
         @given(garbage=GARBAGE)
         def inject(garbage):
             office.fake.inject_malformed(data=garbage)
-            gevent.sleep(0.05)
-            assert office.daemon.listener.connected.wait(5)
+            # Read past, or a reconnect: either way an event sent after it gets through.
+            assert hears(office.daemon, office.fake, 15), "the event socket never recovered"
 
         inject()
         # Still following calls and learning after all that.
-        assert office.daemon.listener.connected.wait(5)
-        gevent.sleep(0.2)
         handle = office.fake.agent_calls_out("1003", "+380671110000", answered=False)
         assert handle.done.wait(10)
         office.settle()
@@ -230,16 +221,19 @@ def test_a_database_write_lock_held_elsewhere_never_stops_routing(tmp_path):
             for n in range(4):
                 started = time.perf_counter()
                 handle = office.fake.place_call(caller=f"050123456{n}", router=office.router)
-                assert wait_until(lambda h=handle: h.bridges, 1.5), "no bridge while the lock was held"
-                assert handle.first_bridge_at - started < 1.0
-                assert handle.wait(5)
+                # Bounds well below SQLite's usual 10 s wait for a lock, yet loose enough for a
+                # loaded machine.
+                assert wait_until(lambda h=handle: h.bridges, 5), "no bridge while the lock was held"
+                assert handle.first_bridge_at - started < 2.5
+                assert handle.wait(10)
                 handles.append(handle)
-                gevent.sleep(0.3)  # the writer tries to write the call that ended, and fails
-            assert office.daemon.writer.pending, "the calls wait for the lock, in memory"
-            assert office.daemon.writer.failures >= 1
+            # The writer tries to write the calls that ended, and fails: they wait in memory.
+            writer = office.daemon.writer
+            assert wait_until(lambda: len(writer.pending) == 4 and writer.failures >= 1, 5), \
+                (len(writer.pending), writer.failures)
             # Everything here took a moment: no wait for the lock stopped the process (the fake
             # and this test included) for SQLite's usual 10 s.
-            assert time.perf_counter() - locked_at < 5
+            assert time.perf_counter() - locked_at < 9
         finally:
             lock.execute("COMMIT")
             lock.close()

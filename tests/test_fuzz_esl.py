@@ -7,10 +7,10 @@ mapping, or anything at all, without raising.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from captures import captures_dir
 from greenswitch.esl import ESLEvent
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -28,7 +28,6 @@ from fsrouter.esl.frames import (
 from fsrouter.fakefs.wire import event_plain, fs_quote, split_raw_frames
 
 FAST = hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "esl-captures"
 AGENTS = frozenset({"1001", "1002", "1003", "1004"})
 
 NAME = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=24)
@@ -191,22 +190,24 @@ def test_call_tracker_takes_anything_without_raising(stream):
 
 def _captured_events() -> list[dict]:
     events = []
-    for path in sorted(CAPTURES.glob("*inbound-view.fs-to-client.raw"))[:3]:
+    for path in sorted(captures_dir().glob("*inbound-view.fs-to-client.raw"))[:3]:
         for frame, _ in split_raw_frames(path.read_bytes()):
             if frame.content_type == "text/event-plain":
                 events.append(event_headers(frame))
     return events
 
 
-CAPTURED = _captured_events() if CAPTURES.is_dir() else []
+@pytest.fixture(scope="module")
+def captured():
+    return _captured_events()
 
 
-@pytest.mark.skipif(not CAPTURED, reason="../shared/esl-captures is not here")
 @FAST
-@given(st.data())
-def test_call_tracker_on_real_events_with_hostile_values(data):
-    start = data.draw(st.integers(0, max(0, len(CAPTURED) - 40)))
-    events = [dict(e) for e in CAPTURED[start:start + 40]]
+@given(data=st.data())
+def test_call_tracker_on_real_events_with_hostile_values(captured, data):
+    assert len(captured) > 40
+    start = data.draw(st.integers(0, max(0, len(captured) - 40)))
+    events = [dict(e) for e in captured[start:start + 40]]
     for _ in range(data.draw(st.integers(0, 6))):
         event = data.draw(st.sampled_from(events))
         event[data.draw(st.sampled_from(KNOWN))] = data.draw(st.one_of(HOSTILE, ANY_VALUE))

@@ -5,9 +5,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
+from office import cli_office
 
-from fsrouter.cli import main
 from fsrouter.model import AUTO, MANUAL, Call
 from fsrouter.service import Service
 from fsrouter.settings import Settings
@@ -130,26 +129,10 @@ def test_max_sticky_misses_never_touches_a_manual_binding(store):
 
 @pytest.fixture
 def fsrouter(tmp_path, monkeypatch):
-    from fsrouter import config as config_module
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
-    for name in list(__import__("os").environ):
-        if name.startswith("FSROUTER_"):
-            monkeypatch.delenv(name)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    runner = CliRunner()
-
-    def run(*args, code=0):
-        result = runner.invoke(main, ["--db", url, *args])
-        assert result.exit_code == code, (result.output, result.exception)
-        return result.output
-
-    run("group", "add", "sales")
-    for ext in ("1001", "1002"):
-        run("agent", "add", ext, "--name", f"Agent {ext}", "--group", "sales")
-    with Store.open(url) as store:
+    run = cli_office(tmp_path, monkeypatch, agents=("1001", "1002"))
+    with Store.open(run.url) as store:
         learn(store, A, "1001", at=datetime.now(UTC) - timedelta(hours=1))
     run("binding", "set", B, "1001")
-    run.url = url
     return run
 
 

@@ -3,10 +3,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
+from office import cli_office
 
 from fsrouter import hours, overrides
-from fsrouter.cli import main
 from fsrouter.model import AUTO, Agent, Binding, Group
 from fsrouter.routing import decide
 from fsrouter.settings import Settings
@@ -148,23 +147,8 @@ def test_overrides_check_refuses_keys_a_group_cannot_set_and_bad_values():
 
 @pytest.fixture
 def fsrouter(tmp_path, monkeypatch):
-    from fsrouter import config as config_module
-    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
-    for name in list(__import__("os").environ):
-        if name.startswith("FSROUTER_"):
-            monkeypatch.delenv(name)
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    runner = CliRunner()
-
-    def run(*args, code=0):
-        result = runner.invoke(main, ["--db", url, *args])
-        assert result.exit_code == code, (result.output, result.exception)
-        return result.output
-
-    run("group", "add", "sales")
-    run("agent", "add", "1001", "--name", "Anna", "--group", "sales")
+    run = cli_office(tmp_path, monkeypatch, agents=("1001",))
     run("binding", "set", "0501234567", "1001")
-    run.url = url
     return run
 
 

@@ -13,10 +13,12 @@ import itertools
 import os
 import random
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import gevent
 import pytest
+import structlog
 from office import AGENTS, settle
 from structlog.testing import capture_logs
 
@@ -205,6 +207,14 @@ def test_crossing_calls_on_both_nodes_at_once_leave_the_latest_ended_call_bound(
     assert [c["at"] for c in changes] == sorted(c["at"] for c in changes)
 
 
+@contextmanager
+def all_logs():
+    """Every line, whatever level an earlier CLI test left structlog filtering at."""
+    structlog.reset_defaults()
+    with capture_logs() as logs:
+        yield logs
+
+
 def test_each_daemon_counts_and_logs_its_own_event_sequence_gaps(nodes):
     a, b = nodes(), nodes()
     for node in (a, b):
@@ -215,7 +225,7 @@ def test_each_daemon_counts_and_logs_its_own_event_sequence_gaps(nodes):
     a_gaps, a_warnings = a.daemon.tracker.stats.sequence_gaps, a.daemon.gap_watch.warnings
     b.daemon.gap_watch = SequenceGapWatch(b.daemon.tracker.stats, interval=3600.0)  # not quiet now
     b.fake.drop_events(10_000)  # node B's listener reads too slowly: the whole call is lost
-    with capture_logs() as logs:
+    with all_logs() as logs:
         lost = b.call()
         b.fake.bus._drop = 0
         gevent.sleep(0.1)
@@ -245,7 +255,7 @@ def test_the_gap_warning_is_rate_limited_and_carries_the_counts():
         tracker.feed({"Event-Name": "HEARTBEAT", "Event-Sequence": str(seq)})
         return watch.check()
 
-    with capture_logs() as logs:
+    with all_logs() as logs:
         assert [event(s) for s in (1, 2, 3)] == [False] * 3  # no gap, no warning
         assert event(10) is True  # 6 numbers skipped
         assert [event(s) for s in (12, 20)] == [False, False]  # within the minute: counted, not logged
@@ -253,6 +263,18 @@ def test_the_gap_warning_is_rate_limited_and_carries_the_counts():
         assert event(21) is True  # a minute on: the gaps counted meanwhile, in one warning
         now[0] = 200.0
         assert event(22) is False  # no new gap: nothing to say
-    assert [(e["new_gaps"], e["total_gaps"], e["log_level"]) for e in logs] == [(6, 6, "warning"),
-                                                                               (1 + 7, 14, "warning")]
+    assert [(e["new_gaps"], e["total_gaps"], e["log_level"]) for e in logs] == [(6, 6, "info"),
+                                                                               (1 + 7, 14, "info")]
     assert watch.warnings == 2
+
+
+def test_the_gap_line_is_a_warning_only_when_events_of_unseen_channels_arrive():
+    now = [0.0]
+    tracker = CallTracker(agents=(), region="UA")
+    watch = SequenceGapWatch(tracker.stats, interval=60.0, clock=lambda: now[0])
+    with all_logs() as logs:
+        tracker.feed({"Event-Name": "HEARTBEAT", "Event-Sequence": "1"})
+        tracker.feed({"Event-Name": "CHANNEL_ANSWER", "Event-Sequence": "9", "Unique-ID": "never-created"})
+        assert watch.check() is True
+    assert tracker.stats.unknown == 1
+    assert [(e["log_level"], e["new_unknown_channel_events"]) for e in logs] == [("warning", 1)]

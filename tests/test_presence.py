@@ -167,8 +167,89 @@ def test_registration_answers_are_cached_and_unknown_counts_as_available():
     assert presence.availability(agents, wait_for={"1001"}) == {"1001": OFFLINE}
     assert len(asked) == 3  # the second decision was served from the cache
     clock[0] = 6
-    presence.availability(agents, wait_for={"1001"})
-    assert asked[-1] == "sofia_contact user/1001@pbx"
+    assert presence.availability(agents, wait_for={"1001"}) == {"1001": OFFLINE}
+    gevent.sleep(0)
+    assert len(asked) == 6 and "sofia_contact user/1001@pbx" in asked[3:]  # asked again
+
+
+def test_old_registration_answer_is_used_at_once_while_asked_again():
+    answers = iter(["error/user_not_registered", "sofia/internal/sip:x@h"])
+
+    def slow(command, timeout):
+        gevent.sleep(0.3)  # FreeSWITCH busy: longer than any decision may wait
+        return next(answers)
+
+    clock = [0.0]
+    regs = Registrations(slow, timeout=1.0, ttl=5, clock=lambda: clock[0])
+    presence = Presence(registrations=regs)
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": OFFLINE}  # waited once
+    clock[0] = 6
+    hub = gevent.get_hub().loop
+    started = hub.now()
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": OFFLINE}
+    assert hub.now() - started < 0.1  # the old answer, no wait
+    gevent.sleep(0.4)
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {}  # the new answer
+
+
+def test_warm_asks_every_agent_in_the_background_so_no_decision_waits():
+    asked = []
+
+    def api(command, timeout):
+        asked.append(command)
+        gevent.sleep(0.05)
+        return "error/user_not_registered"
+
+    regs = Registrations(api, timeout=1.0)
+    presence = Presence(registrations=regs)
+    agents = list(AGENTS.values())
+    presence.warm(agents)
+    assert asked == []  # nothing waited for here
+    gevent.sleep(0.2)
+    assert sorted(asked) == sorted(f"sofia_contact user/{a.ext}@pbx" for a in agents)
+    hub = gevent.get_hub().loop
+    started = hub.now()
+    assert set(presence.availability(agents, wait_for={"1001"})) == {a.ext for a in agents}
+    assert hub.now() - started < 0.01 and len(asked) == len(agents)
+
+
+def sofia(subclass, user, host="pbx"):
+    return {"Event-Subclass": subclass, "Event-Name": "CUSTOM", "from-user": user, "from-host": host}
+
+
+def test_a_phone_registering_is_online_at_once_without_asking():
+    asked = []
+    clock = [0.0]
+    regs = Registrations(lambda c, t: asked.append(c) or "error/user_not_registered", clock=lambda: clock[0])
+    presence = Presence(registrations=regs)
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": OFFLINE}
+    presence.feed(sofia("sofia::register", "1002"))  # another phone
+    presence.feed(sofia("sofia::register", "1001", host="other.example"))  # another domain
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": OFFLINE}
+    presence.feed(sofia("sofia::register", "1001"))
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {}
+    assert len(asked) == 1
+
+
+def test_a_phone_unregistering_is_asked_about_again_at_once():
+    answers = iter(["sofia/internal/sip:x@h", "error/user_not_registered"])
+    regs = Registrations(lambda c, t: next(answers))
+    presence = Presence(registrations=regs)
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {}
+    for subclass in ("sofia::unregister",):
+        presence.feed(sofia(subclass, "1001"))
+    gevent.sleep(0.01)
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": OFFLINE}
+
+
+def test_registration_events_of_other_kinds_are_ignored():
+    regs = Registrations(lambda c, t: "error/user_not_registered")
+    presence = Presence(registrations=regs)
+    presence.availability([agent("1001")], wait_for={"1001"})
+    for headers in (sofia("sofia::gateway_state", "1001"), {"Event-Name": "CHANNEL_CREATE", "from-user": "1001"},
+                    {**sofia("sofia::register", "1001"), "Event-Name": "HEARTBEAT"}, None, "junk"):
+        presence.feed(headers)
+    assert presence.availability([agent("1001")], wait_for={"1001"}) == {"1001": OFFLINE}
 
 
 def test_registration_question_times_out_short_and_routes_as_available():
@@ -247,14 +328,6 @@ def test_agent_dnd_column_added_by_a_migration_to_an_old_database(tmp_path):
 
 # -- end to end: the daemon against the fake FreeSWITCH -----------------------------------------
 
-@pytest.fixture
-def office(tmp_path):
-    from office import Office
-    office = Office(tmp_path)
-    yield office
-    office.close()
-
-
 def test_e2e_unregistered_bound_agent_skipped_at_once(office):
     office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1002", not_registered=True)
@@ -330,3 +403,57 @@ def test_e2e_registration_cache_is_kept_warm_so_decisions_do_not_wait(office):
             gevent.sleep(0.1)
     fresh, state = office.daemon.presence.registrations.cached("user/1003@127.0.0.1")
     assert fresh and state == OFFLINE
+
+
+def test_e2e_every_agent_registration_asked_when_the_event_socket_connects(office):
+    """A decision must not wait for sofia_contact: the daemon asks for every agent at connect."""
+    def asked():
+        return {c.arg for conn in office.fake.inbound.connections for c in conn.commands
+                if c.name == "api" and c.arg.startswith("sofia_contact")}
+
+    with gevent.Timeout(2, False):  # well before the refresher's first round (4 s)
+        while len(asked()) < 4:
+            gevent.sleep(0.01)
+    assert asked() == {f"sofia_contact user/{ext}@127.0.0.1" for ext in ("1001", "1002", "1003", "1004")}
+    assert office.daemon.presence.registrations.cached("user/1002@127.0.0.1")[0]
+
+
+def test_e2e_an_agent_whose_phone_registers_gets_the_next_sticky_call_at_once(office):
+    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    office.fake.agent("1001", answers_after=1, talk=3)
+    with gevent.Timeout(2, False):  # the connect-time question: 1002 has no phone yet
+        while office.daemon.presence.registrations.cached("user/1002@127.0.0.1") != (True, OFFLINE):
+            gevent.sleep(0.01)
+    office.fake.agent("1002", answers_after=1, talk=3)  # the phone registers: sofia::register
+    with gevent.Timeout(2, False):
+        while office.daemon.presence.registrations.cached("user/1002@127.0.0.1") != (True, AVAILABLE):
+            gevent.sleep(0.01)
+    call = office.call("0501234567")
+    assert (call.variables["fsrouter_reason"], call.answered_by) == ("manual", "1002")
+
+
+def test_route_live_asks_freeswitch_and_skips_the_unregistered_bound_agent(fsrouter, monkeypatch):
+    from fsrouter.fakefs import FakeFreeSWITCH
+    fsrouter("agent", "add", "1003", "--name", "Oksana", "--group", "sales", "--dial-string", "user/1003@127.0.0.1")
+    fsrouter("binding", "set", "0501234567", "1003")
+    with FakeFreeSWITCH() as fake:
+        fake.agent("1003", not_registered=True)
+        monkeypatch.setenv("FSROUTER_ESL_PORT", str(fake.esl_address[1]))
+        assert "sticky    1003" in fsrouter("route", "0501234567", "--group", "sales")  # the store alone
+        live = fsrouter("route", "0501234567", "--group", "sales", "--live")
+        assert "sticky    none: the bound agent's phone is not registered" in live, live
+        assert json.loads(fsrouter("route", "0501234567", "--group", "sales", "--live", "--json"))[
+            "reason"] == "agent_offline"
+        fake.agent("1003")
+        assert "sticky    1003" in fsrouter("route", "0501234567", "--group", "sales", "--live")
+
+
+def test_route_live_without_freeswitch_is_a_one_line_error(tmp_path, monkeypatch):
+    from fsrouter import config as config_module
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FSROUTER_ESL_PORT", "1")  # nothing listens there
+    result = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'x.db'}", "group", "add", "sales"])
+    result = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'x.db'}", "route", "0501234567",
+                                       "--group", "sales", "--live"])
+    assert result.exit_code != 0
+    assert result.output.strip().count("\n") == 0 and "cannot reach FreeSWITCH" in result.output, result.output

@@ -1,8 +1,10 @@
 """Properties of the pure core, checked on generated input (hypothesis)."""
 import functools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Agent, Binding, Call, Group
 from fsrouter.numbers import NotAClient, normalize
@@ -12,7 +14,7 @@ from fsrouter.settings import Settings, format_duration, parse_duration
 
 FAST = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLIENT = "+380501234567"
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 REGIONS = st.sampled_from(["UA", "DE", "US", "GB", "FR", "IT", "PL", "RU"])
 HOSTILE = [",", "|", "[", "]", "{", "}", "^", "&", "'", '"', "\n", "${", "}"]
 

@@ -1,16 +1,26 @@
 """The routing decision: sticky leg (or why none), then the group's fallback legs."""
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fsrouter.model import (AUTO, MANUAL, SEQUENTIAL, SIMULTANEOUS, Agent, Binding, Group, Leg, RoutePlan,
-                            default_dial_string)
+from fsrouter.model import (
+    AUTO,
+    MANUAL,
+    SEQUENTIAL,
+    SIMULTANEOUS,
+    Agent,
+    Binding,
+    Group,
+    Leg,
+    RoutePlan,
+    default_dial_string,
+)
 from fsrouter.routing import REASONS, decide, fallback_legs
 from fsrouter.settings import Settings
 
 CLIENT = "+380501234567"
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DEFAULT = Settings()
 SALES = Group("sales")
 

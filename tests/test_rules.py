@@ -1,6 +1,6 @@
 """Rules: how calls create and change learned bindings, and when a binding is current."""
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,7 +9,7 @@ from fsrouter.rules import is_current, learn, qualifies
 from fsrouter.settings import Settings
 
 CLIENT = "+380501234567"
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DEFAULT = Settings()
 
 

@@ -179,12 +179,14 @@ def test_record_call_learns_with_the_stored_settings(service, service_store):
     assert {c.uuid for c in service_store.calls()} == {"a", "b"}
 
 
-def test_import_calls_builds_calls_and_learns_through_store_record_call(service, service_store, monkeypatch):
+def test_import_calls_builds_calls_and_learns_through_store_record_calls(service, service_store, monkeypatch):
+    # store.record_calls: what record_call(call, settings, notify=False) does for each call in turn
+    # (tests/test_import_scale.py holds it to that).
     seen = []
-    real = service_store.record_call
+    real = service_store.record_calls
     monkeypatch.setattr(
-        service_store, "record_call",
-        lambda call, settings, **kw: (seen.append(call), real(call, settings, **kw))[1]
+        service_store, "record_calls",
+        lambda calls, settings: real(seen.extend(calls) or list(seen), settings)
     )
     result = service.import_calls(
         rows_of(
@@ -219,6 +221,28 @@ def test_import_calls_twice_does_not_double_the_records(service, service_store):
     service.import_calls(rows_of(text))
     assert service.import_calls(rows_of(text)).learned == 0
     assert len(service_store.calls()) == 1
+
+
+def test_import_calls_skips_a_uuid_the_daemon_already_recorded(service, service_store):
+    daemon_saw = Call("inbound", CLIENT, "1001", T0, T0 + timedelta(seconds=95), 95, True,
+                      uuid="3ec877f3-56c5-47d8-8602-43e9aea34b93", group="sales", route="sticky")
+    service.record_call(daemon_saw)
+    text = (HEADER.rstrip("\n") + ",uuid\n"
+            "2024-05-01T09:30:00Z,inbound,0501234567,1001,95,3ec877f3-56c5-47d8-8602-43e9aea34b93\n"
+            "2024-05-01T09:40:00Z,outbound,0671112233,1002,0,9f0c7d1e-0000-4000-8000-000000000001\n"
+            "2024-05-01T09:50:00Z,outbound,0671112233,1002,0,\n")
+    result = service.import_calls_csv(io.StringIO(text))
+    assert (result.calls, result.known) == (2, 1)
+    records = {c.uuid: c for c in service_store.calls()}
+    assert len(records) == 3 and records[daemon_saw.uuid].route == "sticky"  # the daemon's record stays
+    assert "9f0c7d1e-0000-4000-8000-000000000001" in records
+
+
+def test_import_calls_refuses_a_uuid_that_is_not_one(service, service_store):
+    text = HEADER.rstrip("\n") + ",uuid\n2024-05-01T09:30:00Z,inbound,0501234567,1001,95,${uuid};rm\n"
+    with pytest.raises(ServiceError, match="line 2: bad uuid"):
+        service.import_calls_csv(io.StringIO(text))
+    assert service_store.calls() == []
 
 
 @pytest.mark.parametrize(

@@ -613,7 +613,7 @@ def test_concurrent_writers_leave_the_latest_ended_call_bound(store_url):
             with Store.open(store_url) as own:
                 for call in mine:
                     own.record_call(call, Settings())
-        except Exception as exc:  # surfaced below
+        except Exception as exc:  # noqa: BLE001  (surfaced below, whatever it is)
             errors.append(exc)
 
     # Four connections, each fed the calls in a different order, the latest-ended first for one.
@@ -664,3 +664,31 @@ def test_a_connection_the_server_dropped_is_replaced_on_the_next_call(postgres_u
         with pytest.raises((peewee.OperationalError, peewee.InterfaceError)):
             opened.bindings_for(CLIENT)
         assert opened.bindings_for(CLIENT)[MANUAL].agent == "1001"
+
+
+def test_routing_inputs_is_client_of_and_bindings_for_in_one_statement(staffed, monkeypatch):
+    store = staffed
+    store.add_agent("1003", "Oksana", groups=["sales"])
+    other, third, switchboard = "+380671112233", "+380931112233", "+380441234567"
+    store.set_manual_binding(CLIENT, "1001", T0)
+    store.record_call(inbound(agent="1002", client=CLIENT), Settings())
+    store.link_numbers(CLIENT, other)
+    store.block(CLIENT, "1003")
+    store.set_shared(switchboard, True)
+    store.set_manual_binding(third, "1002", T0)
+    for number in (CLIENT, other, third, switchboard, "+380500000000"):
+        owner, shared, blocked = store.client_of(number)
+        expected = (owner, shared, blocked, store.bindings_for(owner))
+        statements = []
+        real = store.db.execute_sql
+
+        def spy(sql, params=None, *args, statements=statements, real=real, **kwargs):
+            statements.append(sql)
+            return real(sql, params, *args, **kwargs)
+
+        monkeypatch.setattr(store.db, "execute_sql", spy)
+        assert store.routing_inputs(number) == expected, number
+        monkeypatch.undo()
+        assert len(statements) == 1
+    assert store.routing_inputs(other)[0] == CLIENT and set(store.routing_inputs(other)[3]) == {"manual", "auto"}
+    assert store.routing_inputs(other)[2] == frozenset({"1003"})

@@ -11,6 +11,8 @@ import gevent
 import peewee
 import pytest
 from click.testing import CliRunner
+from http_fakes import Receiver
+from office import Office, wait_until
 
 from fsrouter import webhooks
 from fsrouter.cli import main
@@ -20,9 +22,6 @@ from fsrouter.model import Call
 from fsrouter.outbox import DEAD, PENDING, SENT, Outbox, Sender
 from fsrouter.settings import Settings
 from fsrouter.store import Store
-
-from http_fakes import Receiver
-from office import Office
 
 SECRET = "whsec-test"
 CLIENT = "+380501234567"
@@ -48,7 +47,7 @@ def store(tmp_path, receiver):
 
 
 def sender_for(store, **kw):
-    options = dict(poll=0.02, base_delay=0.05, max_delay=0.2, jitter=False)
+    options = {"poll": 0.02, "base_delay": 0.05, "max_delay": 0.2, "jitter": False}
     options.update(kw)
     return Sender(Outbox(store), SECRET, **options)
 
@@ -255,10 +254,8 @@ def test_nothing_is_lost_across_a_daemon_restart_with_a_pending_outbox(tmp_path,
     office.fake.agent("1001", answers_after=1, talk=12)
     office.call("0501234567")
     office.call("0671112233")
-    with gevent.Timeout(5, False):
-        while receiver.refused < 2:
-            gevent.sleep(0.02)
-    assert receiver.refused >= 2 and receiver.received == []
+    assert wait_until(lambda: receiver.refused >= 2, 15), receiver.refused
+    assert receiver.received == []
     office.daemon.stop()
     pending = Outbox(office.store).entries()
     assert len(pending) >= 6 and all(e.state == PENDING for e in pending)
@@ -267,9 +264,14 @@ def test_nothing_is_lost_across_a_daemon_restart_with_a_pending_outbox(tmp_path,
     daemon = Daemon(office.config, office.service)
     daemon.start()
     try:
-        got = receiver.wait_for(len(pending), timeout=8)
+        # Each row is due when its backoff says (the more refusals it met on a slow machine, the
+        # later): give the new daemon until the last of them, and then some.
+        last_due = max(e.next_at for e in pending)
+        patience = max(0.0, (last_due - datetime.now(UTC)).total_seconds()) + 15
+        got = receiver.wait_for(len(pending), timeout=patience)
         assert sorted(e["id"] for e in got) == sorted(e.event_id for e in pending)
-        assert Outbox(office.store).count(PENDING) == 0
+        # The receiver has a row before the sender, which marks it sent once the answer is back.
+        assert wait_until(lambda: Outbox(office.store).count(PENDING) == 0, 10)
     finally:
         daemon.stop()
         office.fake.stop()
@@ -281,7 +283,7 @@ def test_nothing_is_lost_across_a_daemon_restart_with_a_pending_outbox(tmp_path,
 def test_outbox_list_retry_purge_commands(store, tmp_path):
     store.set_manual_binding(CLIENT, "1001", T0)
     db = store.db.database
-    run = lambda *args: CliRunner().invoke(main, ["--db", f"sqlite:///{db}", *args])  # noqa: E731
+    run = lambda *args: CliRunner().invoke(main, ["--db", f"sqlite:///{db}", *args])
     listed = run("outbox", "list", "--json")
     assert listed.exit_code == 0, listed.output
     (row,) = json.loads(listed.output)
@@ -295,10 +297,24 @@ def test_outbox_list_retry_purge_commands(store, tmp_path):
 
 def test_agent_set_crm_id(store):
     db = store.db.database
-    run = lambda *args: CliRunner().invoke(main, ["--db", f"sqlite:///{db}", *args])  # noqa: E731
+    run = lambda *args: CliRunner().invoke(main, ["--db", f"sqlite:///{db}", *args])
     assert run("agent", "set", "1001", "--crm-id", "u-7").output.strip() == "agent 1001: CRM id u-7"
     assert store.agents()["1001"].crm_id == "u-7"
     taken = run("agent", "set", "1002", "--crm-id", "u-7")
     assert taken.exit_code == 1 and "already agent 1001's" in taken.output
     assert run("agent", "set", "1001", "--crm-id", "").output.strip() == "agent 1001: no CRM id"
     assert run("agent", "set", "1001").exit_code == 2
+
+
+def test_a_delivery_cut_off_by_stop_is_tried_again_at_the_next_start(store, receiver, monkeypatch):
+    real_handle = receiver.handle
+    monkeypatch.setattr(receiver, "handle", lambda environ: (gevent.sleep(5), real_handle(environ))[1])
+    store.record_call(inbound(), Settings())
+    sender = sender_for(store)
+    sender.start()
+    assert wait_until(lambda: sender._in_flight, 5), "no delivery started"
+    sender.stop(timeout=0.3)  # the receiver has not answered: the delivery is cut off
+    assert Outbox(store).count(PENDING) == len(Outbox(store).entries())
+    again = sender_for(store)  # the next start
+    assert again.run_once() >= 1, "the cut-off delivery waits for its old claim to run out"
+    again.pool.kill()

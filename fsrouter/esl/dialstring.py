@@ -20,7 +20,7 @@ class UnsafeValue(ValueError):
 
 
 def leg_string(leg: Leg) -> str:
-    seconds = max(1, int(round(leg.timeout.total_seconds())))
+    seconds = max(1, round(leg.timeout.total_seconds()))
     variables = [f"leg_timeout={seconds}"]
     dial = leg.dial_string.strip()
     match = _LEADING_GLOBALS.match(dial)

@@ -225,6 +225,10 @@ class CallTracker:
             self._expire()
         return self._drain()
 
+    def finished(self, uuid: str) -> bool:
+        """Has the call of this (client) channel been finished, its record handed out?"""
+        return uuid in self._gone and uuid not in self._waiting
+
     def flush(self) -> list[Call]:
         """Finish every hung-up call still waiting for an agent leg's hang-up (at shutdown)."""
         for root in list(self._waiting.values()):

@@ -7,7 +7,7 @@ daemon reads through greenswitch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 

@@ -18,9 +18,12 @@ log = structlog.get_logger("fsrouter.listener")
 
 # What the call tracker reads. HEARTBEAT keeps its clock moving on a quiet switch;
 # CHANNEL_EXECUTE_COMPLETE, the heaviest event, is left out: the hang-up events carry the same.
+# mod_sofia's registration events tell presence at once that a phone came or went. CUSTOM comes
+# last: mod_event_socket takes every word after it for a subclass.
 CHANNEL_EVENTS = (
     "CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
-    "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE HEARTBEAT"
+    "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE HEARTBEAT "
+    "CUSTOM sofia::register sofia::unregister sofia::expire"
 )
 COMMAND_TIMEOUT = 5.0
 
@@ -141,7 +144,7 @@ class EventListener:
             self.on_event(event.headers)
         except Exception:
             self.stats.handler_errors += 1
-            log.exception("listener.event_error", event=event.headers.get("Event-Name"))
+            log.exception("listener.event_error", event_name=event.headers.get("Event-Name"))
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ class OutboundStats:
     refused_peers: int = 0
     errors: int = 0
     decision_seconds: list[float] = field(default_factory=list)
+    # The connect reply read -> the first bridge written: what the router adds before a phone rings.
+    first_bridge_seconds: list[float] = field(default_factory=list)
+    ended: deque = field(default_factory=lambda: deque(maxlen=10000))  # (uuid, monotonic) of the latest
 
 
 def _answered(complete_headers: dict) -> bool:
@@ -55,35 +59,38 @@ class CallRouter:
     def run(self, session: RouterSession) -> None:
         with gevent.Timeout(REPLY_TIMEOUT):
             session.connect()
+        started = time.perf_counter()
         data = session.session_data or {}
         call_uuid = data.get("Unique-ID") or data.get("variable_uuid")
-        bound = log.bind(uuid=call_uuid)
-        started = time.perf_counter()
         plan = self.decide(data.get("Caller-Caller-ID-Number"), data.get("variable_fsrouter_group"), call_uuid)
         decided = time.perf_counter()
         self.stats.decision_seconds.append(decided - started)
         del self.stats.decision_seconds[:-10000]
+        bound = log.bind(uuid=call_uuid)
         if plan is None or (plan.sticky is None and not plan.fallback):
             bound.info("call.no_route", reason=plan.reason if plan else "no_plan")
             with session.pipelined():
-                session.send_nowait("myevents")
+                session.own_events()
                 done = self._set_route(session, plan, "none")
             session.wait(done, REPLY_TIMEOUT)
             self.stats.returned_to_dialplan += 1
             return
-        bound.info("call.route", client=plan.client, group=plan.group, agent=plan.agent,
-                   source=plan.source, reason=plan.reason,
-                   decision_ms=round((decided - started) * 1000, 3))
-
         first = "sticky" if plan.sticky else "fallback"
         first_legs = (leg_string(plan.sticky) if plan.sticky
                       else bridge_args(plan.fallback, plan.strategy))
         # Nothing before the first bridge is waited for: one write, and the agent's phone rings.
         with session.pipelined():
-            session.send_nowait("myevents")
+            session.own_events()
             self._set_route(session, plan, first)
             session.execute_nowait("ring_ready")
             first_bridge = session.execute_nowait("bridge", first_legs)
+        bridged = time.perf_counter()
+        self.stats.first_bridge_seconds.append(bridged - started)
+        del self.stats.first_bridge_seconds[:-10000]
+        # Logged once the phone rings: rendering the line is not on the caller's time.
+        bound.info("call.route", client=plan.client, group=plan.group, agent=plan.agent,
+                   source=plan.source, reason=plan.reason, decision_ms=round((decided - started) * 1000, 3),
+                   first_bridge_ms=round((bridged - started) * 1000, 3))
         if self._bridge_result(session, first_bridge, bound, first):
             self._count_answer(first)
             return
@@ -193,6 +200,9 @@ class OutboundServer:
         finally:
             self.stats.active -= 1
             self._close(session)
+            uuid = (session.session_data or {}).get("Unique-ID")
+            if uuid:
+                self.stats.ended.append((uuid, time.monotonic()))
 
     @staticmethod
     def _close(session: RouterSession) -> None:
@@ -202,10 +212,8 @@ class OutboundServer:
         except (SessionGone, gevent.Timeout, OSError):
             pass
         session._run = False
-        for greenlet in (session._receive_events_greenlet, session._process_events_greenlet):
-            if greenlet is not None:
-                greenlet.kill(block=False)
-        try:
-            session.sock.close()
-        except OSError:
-            pass
+        for closable in (session.sock_file, session.sock):
+            try:
+                closable.close()
+            except OSError:
+                pass

@@ -24,6 +24,7 @@ class SentEvent:
     name: str
     uuid: str | None
     data: bytes
+    subclass: str | None = None
 
 
 class Subscriber(ABC):
@@ -74,17 +75,20 @@ class EventBus:
         return self._publish(SentEvent(seq, name, channel.uuid, data))
 
     def plain_event(self, name: str, headers: list[tuple[str, str]], body: bytes = b"",
-                    calling: tuple[str, str, str] = ("mod_event_socket.c", "api_exec", "1572")) -> SentEvent:
-        """An event with no channel (BACKGROUND_JOB), with the common headers FreeSWITCH puts first."""
+                    calling: tuple[str, str, str] = ("mod_event_socket.c", "api_exec", "1572"),
+                    subclass: str | None = None) -> SentEvent:
+        """An event with no channel (BACKGROUND_JOB; CUSTOM with its subclass, which FreeSWITCH
+        puts before Event-Name), with the common headers FreeSWITCH puts first."""
         seq = self.next_seq()
         now = self.clock.now_us()
-        common = [("Event-Name", name), ("Core-UUID", self.core_uuid), ("FreeSWITCH-Hostname", "vm"),
+        common = [("Event-Subclass", subclass)] if subclass else []
+        common += [("Event-Name", name), ("Core-UUID", self.core_uuid), ("FreeSWITCH-Hostname", "vm"),
                   ("FreeSWITCH-Switchname", "vm"), ("FreeSWITCH-IPv4", "192.0.2.2"),
                   ("FreeSWITCH-IPv6", "fd00::2"), ("Event-Date-Local", date_local(now)),
                   ("Event-Date-GMT", date_gmt(now)), ("Event-Date-Timestamp", str(now)),
                   ("Event-Calling-File", calling[0]), ("Event-Calling-Function", calling[1]),
                   ("Event-Calling-Line-Number", calling[2]), ("Event-Sequence", str(seq))]
-        return self._publish(SentEvent(seq, name, None, event_plain(common + headers, body)))
+        return self._publish(SentEvent(seq, name, None, event_plain(common + headers, body), subclass))
 
     def _publish(self, event: SentEvent) -> SentEvent:
         if self._drop > 0:
@@ -93,7 +97,7 @@ class EventBus:
             return event
         self.history.append(event)
         for subscriber in list(self.subscribers):
-            if subscriber.wants(event.name, event.uuid):
+            if subscriber.wants(event.name, event.uuid, event.subclass):
                 subscriber.deliver(event.data)
         for listener in self.listeners:
             listener(event)

@@ -32,6 +32,14 @@ from .wire import (
 SURVIVING_CAUSES = {"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL"}
 CONNECT_TIMEOUT = 5.0            # wall seconds to reach the router, as FreeSWITCH's socket app
 FIRST_COMMAND_TIMEOUT = 30.0     # wall seconds: a router that never says `connect` is given up
+# What `myevents` subscribes a socket session to (mod_event_socket.c, FreeSWITCH 1.10): events of
+# its own channel only, of these kinds; `nixevent` takes kinds away again.
+MYEVENTS = frozenset({
+    "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE", "CHANNEL_DATA",
+    "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_OUTGOING", "CHANNEL_PARK",
+    "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK",
+    "DETECTED_SPEECH", "DTMF", "NOTALK", "TALK"})
 ANSWER_DELAY = 0.02              # the caller's leg is answered one media frame after the agent's
 
 
@@ -81,6 +89,7 @@ class CallHandle:
     hangup_cause: str | None = None
     hung_up: bool = False
     lingered: bool = False
+    events_sent: list[str] = field(default_factory=list)          # Event-Names sent to the session
     done: Event = field(default_factory=Event)
     _call: object = None
 
@@ -226,6 +235,7 @@ class Call:
             session.send(block + b"\n", on_sent=lambda t: setattr(h, "connect_reply_at", t))
         elif name == "myevents":
             session.myevents = True
+            session.my_names.update(MYEVENTS)
             session.send(command_reply("+OK Events Enabled"), command)
         elif name == "linger":
             session.lingering = h.lingered = True
@@ -243,7 +253,13 @@ class Call:
             session.all_events = session.myevents = False
             session.send(command_reply("+OK no longer listening for events"), command)
         elif name == "nixevent":
-            session.names.difference_update(t.upper() for t in command.arg.split())
+            nixed = {t.upper() for t in command.arg.split()}
+            if "ALL" in nixed:
+                session.all_events = False
+                session.names.clear()
+                session.my_names.clear()
+            session.names.difference_update(nixed)
+            session.my_names.difference_update(nixed)
             session.send(command_reply("+OK events nixed"), command)
         elif name == "api":
             session.send(api_response(self.fake.api(command.arg)), command)

@@ -79,6 +79,7 @@ class InboundConnection(Subscriber):
         self.server, self.sock, self.peer = server, sock, peer
         self.authed = False
         self.names: set[str] = set()
+        self.subclasses: set[str] = set()  # CUSTOM events' subclasses subscribed to
         self.all_events = False
         self.uuid_filter: str | None = None
         self.filters: list[tuple[str, str]] = []
@@ -94,6 +95,8 @@ class InboundConnection(Subscriber):
         if self.uuid_filter is not None and uuid != self.uuid_filter:
             return False
         if not (self.all_events or name in self.names):
+            return False
+        if name == "CUSTOM" and not self.all_events and subclass not in self.subclasses:
             return False
         if self.filters:
             return any((h == "Event-Name" and v == name) or (h == "Unique-ID" and v == uuid)
@@ -167,6 +170,10 @@ class InboundConnection(Subscriber):
             return True
         if name in ("event", "events"):
             tokens = [t for t in arg.split() if t.lower() not in ("plain", "json", "xml")]
+            # As mod_event_socket parses it: every word after CUSTOM names a subclass.
+            custom = next((i for i, t in enumerate(tokens) if t.upper() == "CUSTOM"), len(tokens))
+            self.subclasses.update(tokens[custom + 1:])
+            tokens = tokens[:custom + 1]
             known = [t.upper() for t in tokens if t.upper() in EVENT_NAMES]
             if not known:
                 self.send(command_reply("-ERR no keywords supplied"))

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from typing import Self
 
 import gevent
 
@@ -58,7 +59,7 @@ class FakeFreeSWITCH:
         self.inbound.stop()
         gevent.killall([g for g in self._greenlets if not g.dead], block=True, timeout=2)
 
-    def __enter__(self) -> FakeFreeSWITCH:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -79,8 +80,25 @@ class FakeFreeSWITCH:
         """Script agent `ext` (replacing an earlier script of the same extension)."""
         agent = Agent(ext, None if never_answers else answers_after, talk, hangs_up_after, busy,
                       not not_registered, early_media)
+        before = self.agents.get(ext)
         self.agents[ext] = agent
+        if agent.registered != (before is not None and before.registered):
+            self.registration_event(agent)
         return agent
+
+    def registration_event(self, agent: Agent) -> None:
+        """What mod_sofia fires when a phone registers or unregisters (sofia_reg.c)."""
+        subclass = "sofia::register" if agent.registered else "sofia::unregister"
+        headers = [("profile-name", "internal"), ("from-user", agent.ext), ("from-host", "127.0.0.1"),
+                   ("contact", agent.contact.split("/", 2)[2]), ("call-id", str(uuidlib.uuid4())),
+                   ("rpid", "unknown"), ("expires", "3600" if agent.registered else "0"),
+                   ("to-user", agent.ext), ("to-host", "127.0.0.1"), ("network-ip", "127.0.0.1"),
+                   ("network-port", "5070"), ("username", agent.ext), ("realm", "127.0.0.1"),
+                   ("user-agent", "fakefs")]
+        if agent.registered:
+            headers.insert(6, ("status", "Registered(UDP)"))
+        self.bus.plain_event("CUSTOM", headers, calling=("sofia_reg.c", "sofia_reg_handle_register_token", "2019"),
+                             subclass=subclass)
 
     def place_call(self, caller: str = "+380671112233", destination: str = "5100", group: str = "sales",
                    router: tuple[str, int] | None = None, hold: float | None = None) -> CallHandle:

@@ -33,6 +33,7 @@ class SocketSession(Subscriber):
         self.handle = handle
         self.hold = hold
         self.myevents = False
+        self.my_names: set[str] = set()  # what `myevents` subscribes (this channel's only), less nixed
         self.names: set[str] = set()
         self.all_events = False
         self.lingering = False
@@ -50,9 +51,11 @@ class SocketSession(Subscriber):
     def wants(self, name: str, uuid: str | None, subclass: str | None = None) -> bool:
         if self.closed.is_set():
             return False
-        return (self.myevents and uuid == self.uuid) or self.all_events or name in self.names
+        return (self.myevents and uuid == self.uuid and name in self.my_names) or self.all_events or name in self.names
 
     def deliver(self, data: bytes) -> None:
+        at = data.find(b"Event-Name: ")
+        self.handle.events_sent.append(data[at + 12:data.find(b"\n", at)].decode() if at >= 0 else "")
         self._queue.put((data, None))
 
     # -- writing -----------------------------------------------------------------------------------

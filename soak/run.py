@@ -9,6 +9,13 @@ steady rate and has agents call clients, while its scripted agents answer, talk 
 ring out or are busy (rescripted every few seconds). fsrouter is a separate process started from
 the console script with a 0600 config file, SQLite in WAL mode, JSON logs to a file.
 
+This process is also the CRM and the webhook receiver (gevent.pywsgi on loopback). The daemon asks
+the CRM two lookups per call (lead: an extension, contact: a CRM user id; each names an agent for
+about 15 % of the clients, 404 for the others) within crm_budget 0.3 s, breaker reset 5 s. Its
+events go through the outbox to the receiver, which checks every signature and records each event
+by id; it fails on purpose now and then so the outbox retries (6 % answered 500, 2 % hang 2.5 s,
+past webhook_timeout 1 s, 2 % taken but answered 503).
+
 One fault at a time, in random order (every kind once before any comes again), with a few
 seconds between them (a fault's recovery is awaited before the next one is drawn):
 
@@ -18,6 +25,7 @@ seconds between them (a fault's recovery is awaited before the next one is drawn
     malformed    a frame fsrouter cannot read (one of the fake's malformed frames, or random bytes)
     db_stall     another connection holds SQLite's write lock (BEGIN EXCLUSIVE) for 2-5 s
     sigkill      fsrouter is killed with SIGKILL and started again 0.5-3 s later
+    crm_hang     the CRM hangs for 3-8 s: every request is held, unanswered, until 2 s after
 
 At the end it prints its figures and checks them (exit 1 when a check fails):
 
@@ -30,10 +38,16 @@ At the end it prints its figures and checks them (exit 1 when a check fails):
     cannot be learned from -- FreeSWITCH does not keep events for a listener that is away --
     and are counted apart;
   * no duplicate call records, none that match no call offered;
-  * no unhandled exception (traceback) in the daemon's log, and a clean exit 0 on SIGTERM.
-
-The CRM-hang fault and the webhook-loss check come with issue 5's CRM lookups and webhook
-outbox, which this soak does not drive yet.
+  * no unhandled exception (traceback) in the daemon's log, and a clean exit 0 on SIGTERM;
+  * the CRM: its answers routed calls, and while it hung no decision took longer than
+    crm_budget + decision_budget (+0.25 s for this process's scheduling); the calls are in the
+    first check;
+  * webhook events lost: 0. After the calls end the soak waits for the outbox to drain (a row a
+    SIGKILL cut short stays claimed for webhook_timeout + 30 s), then every event id the outbox
+    committed must have reached the receiver at least once (duplicates are counted, not faults);
+    so must the events each call record requires (answered or missed, ended), and the last
+    binding.changed the receiver got for each client must name its learned binding's agent;
+    every delivery's signature must verify.
 """
 from __future__ import annotations
 
@@ -49,12 +63,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import gevent
+from gevent.pywsgi import WSGIServer
 
+from fsrouter import webhooks
 from fsrouter.fakefs import FakeFreeSWITCH
 from fsrouter.fakefs.inbound import MALFORMED
 from fsrouter.store import Store
@@ -62,7 +80,13 @@ from fsrouter.store import Store
 AGENTS = ("1001", "1002", "1003", "1004")
 MIN_TALK = 10.0  # the default rule: FreeSWITCH seconds of talk that bind an inbound call
 OUTAGE_MARGIN = 1.0  # a call ending less than this before an outage may not have been written
-FAULTS = ("fs_restart", "esl_drop", "malformed", "db_stall", "sigkill")
+FAULTS = ("fs_restart", "esl_drop", "malformed", "db_stall", "sigkill", "crm_hang")
+CRM_BUDGET = 0.3  # the daemon's crm_budget (its default)
+DECISION_BUDGET = 0.25  # the daemon's decision_budget (its default)
+CRM_SLACK = 0.25  # this process's scheduling, on top of the budgets, when judging a decision's time
+WEBHOOK_TIMEOUT = 1.0  # the daemon's webhook_timeout: the receiver's hangs outlast it
+HOOK_HANG = 2.5  # seconds the receiver hangs now and then
+WEBHOOK_SECRET = "soak-webhook-secret"
 
 
 @dataclass
@@ -98,6 +122,9 @@ class Figures:
     daemon_starts: int = 0
     recovery_failures: list = field(default_factory=list)
     stall_seconds: float = 0.0
+    crm_hangs: list = field(default_factory=list)  # (start, end) perf_counter: the CRM hung
+    crm_hang_seconds: float = 0.0
+    outbox_drained_seconds: float | None = None
 
 
 def free_port() -> int:
@@ -111,6 +138,118 @@ def percentile(values, q):
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class _Quiet:
+    """pywsgi's error log: a hung handler writing to a client that gave up is expected here."""
+
+    def write(self, text) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _serve(app) -> WSGIServer:
+    server = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=_Quiet())
+    server.start()
+    return server
+
+
+class CrmEndpoint:
+    """The CRM on loopback. It names a responsible agent for some clients (by extension for the
+    `lead` lookup, by CRM user id for `contact`), 404 for the others, and answers at once -- unless
+    a `crm_hang` fault is on: then every request hangs, unanswered, until a while after it ends."""
+
+    def __init__(self):
+        self.server = _serve(self.app)
+        self.url = f"http://127.0.0.1:{self.server.address[1]}"
+        self.hang_until = 0.0  # monotonic
+        self.requests = Counter()  # answered_agent, answered_404, hung
+
+    @staticmethod
+    def responsible(client: str, kind: str):
+        """Who the CRM names: a fixed function of the client (about 15 % each lookup)."""
+        h = zlib.crc32(client.encode()) % 100
+        ext = AGENTS[h % len(AGENTS)]
+        if kind == "lead" and h < 15:
+            return {"responsible": {"ext": ext}}
+        if kind == "contact" and 15 <= h < 30:
+            return {"responsible": {"user_id": f"u-{ext}"}}
+        return None
+
+    def app(self, environ, start_response):
+        now = time.monotonic()
+        if now < self.hang_until:
+            self.requests["hung"] += 1
+            gevent.sleep(self.hang_until - now + 2.0)  # the daemon gave up long before
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        phone = query.get("phone", [""])[0]
+        client = phone if phone.startswith("+") else "+" + phone
+        answer = self.responsible(client, query.get("kind", [""])[0])
+        if answer is None:
+            self.requests["answered_404"] += 1
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"responsible": null}']
+        self.requests["answered_agent"] += 1
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(answer).encode()]
+
+    def stop(self) -> None:
+        self.server.stop(timeout=1)
+
+
+class HookReceiver:
+    """The webhook receiver on loopback: checks each delivery's signature and records its event by
+    id. Now and then it fails on purpose, so that the outbox retries: 500 before reading the
+    event, or a hang past the daemon's webhook_timeout (then it takes the event after all), or
+    the event taken but 503 answered (both give a second delivery of an event already here)."""
+
+    def __init__(self, rng: random.Random, secret: str):
+        self.rng = rng
+        self.secret = secret
+        self.server = _serve(self.app)
+        self.url = f"http://127.0.0.1:{self.server.address[1]}/hooks"
+        self.events: dict[str, dict] = {}  # event id -> the body, as first received
+        self.deliveries = Counter()  # per event id
+        self.answers = Counter()  # ok, refused_500, hung, took_then_503
+        self.bad_signatures = 0
+
+    def app(self, environ, start_response):
+        body = environ["wsgi.input"].read()
+        roll = self.rng.random()
+        if roll < 0.06:
+            self.answers["refused_500"] += 1
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"not now"]
+        if roll < 0.08:
+            self.answers["hung"] += 1
+            gevent.sleep(HOOK_HANG)
+        if not webhooks.verify(self.secret, environ.get("HTTP_X_FSROUTER_TIMESTAMP", ""), body,
+                               environ.get("HTTP_X_FSROUTER_SIGNATURE", ""), tolerance=600):
+            self.bad_signatures += 1
+            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+            return [b"bad signature"]
+        try:
+            event = json.loads(body)
+            event_id = event["id"]
+        except (ValueError, KeyError, TypeError):
+            self.answers["unreadable"] += 1
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"bad body"]
+        self.deliveries[event_id] += 1
+        self.events.setdefault(event_id, event)
+        if 0.08 <= roll < 0.10:
+            self.answers["took_then_503"] += 1
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"try again"]
+        if roll >= 0.08:
+            self.answers["ok"] += 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    def stop(self) -> None:
+        self.server.stop(timeout=1)
 
 
 class Soak:
@@ -131,6 +270,10 @@ class Soak:
         self.clients = [f"+38067{n:07d}" for n in self.rng.sample(range(10_000_000), args.clients)]
         self._covered = False
         self._broken_at: dict[int, float] = {}  # connection -> when a malformed frame was sent down it
+        # The CRM and the webhook receiver, on loopback in this process; their own random draws,
+        # so that a seed gives the same calls and faults with them as without.
+        self.crm = CrmEndpoint()
+        self.hooks = HookReceiver(random.Random(args.seed + 1), WEBHOOK_SECRET)
 
     # -- fsrouter ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -138,12 +281,23 @@ class Soak:
             store.add_group("sales")
             for ext in AGENTS:
                 store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
+                store.set_agent_crm_id(ext, f"u-{ext}")
         config = self.dir / "fsrouter.toml"
         config.write_text(
             f'database = "sqlite:///{self.db_path}"\nesl_host = "127.0.0.1"\n'
             f"esl_port = {self.fake.esl_address[1]}\nesl_password = \"{self.args.password}\"\n"
             f'listen_host = "127.0.0.1"\nlisten_port = {self.listen_port}\nallowed_peers = ["127.0.0.1"]\n'
-            f'drain_timeout = 10.0\nlog_format = "json"\nlog_level = "info"\n')
+            f'drain_timeout = 10.0\nlog_format = "json"\nlog_level = "info"\n'
+            f"decision_budget = {DECISION_BUDGET}\ncrm_budget = {CRM_BUDGET}\ncrm_cache_ttl = 30.0\n"
+            f"crm_breaker_failures = 5\ncrm_breaker_reset = 5.0\n"
+            f'webhook_urls = ["{self.hooks.url}"]\nwebhook_secret = "{WEBHOOK_SECRET}"\n'
+            f"webhook_timeout = {WEBHOOK_TIMEOUT}\n"
+            # Tables last: lead names an extension, contact a CRM user id.
+            f'[[crm_lookups]]\nname = "lead"\nurl = "{self.crm.url}/responsible?kind=lead&phone={{client}}"\n'
+            f'field = "responsible.ext"\n'
+            f'[[crm_lookups]]\nname = "contact"\n'
+            f'url = "{self.crm.url}/responsible?kind=contact&phone={{digits}}"\n'
+            f'field = "responsible.user_id"\n')
         config.chmod(0o600)
         self.config = config
 
@@ -272,13 +426,25 @@ class Soak:
             self.start_daemon()
             self.wait_covered(30.0, f"restart at {started - self.t0:.1f}s")
             self.figures.down.append((started, time.monotonic()))
+        elif fault == "crm_hang":
+            # Every CRM request hangs, unanswered, for 3-8 s (and a while longer for those that
+            # came: the daemon must have given up after its budget).
+            seconds = self.rng.uniform(3.0, 8.0)
+            hang_start = time.perf_counter()
+            self.crm.hang_until = time.monotonic() + seconds
+            try:
+                gevent.sleep(seconds)
+            finally:
+                self.crm.hang_until = 0.0
+                self.figures.crm_hangs.append((hang_start, time.perf_counter()))
+                self.figures.crm_hang_seconds += time.perf_counter() - hang_start
         self.figures.fault_log.append((round(started - self.t0, 2), fault))
         if fault == "malformed":
             gevent.sleep(1.0)
             if self.fake.inbound.accepted == accepted:  # no reconnect: the frame was skipped in place
                 for conn in hit:
                     self._broken_at.pop(id(conn), None)
-        if fault != "db_stall":
+        if fault not in ("db_stall", "crm_hang"):
             self.wait_covered(30.0, f"{fault} at {started - self.t0:.1f}s")
         return extra
 
@@ -333,6 +499,7 @@ class Soak:
         self.fake.wait_calls(120.0)
         gevent.sleep(0.5)
         self.wait_written()
+        self.wait_outbox_drained()
         self.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         while self.proc.poll() is None and time.monotonic() < deadline:
@@ -342,6 +509,8 @@ class Soak:
             self.proc.kill()
         gevent.killall(greenlets)
         self.fake.stop()
+        self.crm.stop()
+        self.hooks.stop()
         self.log.close()
         return self.report(exit_code)
 
@@ -358,6 +527,18 @@ class Soak:
                 return
             gevent.sleep(0.2)
 
+    def wait_outbox_drained(self, timeout: float = 150.0) -> None:
+        """Until no outbox row is pending: every event delivered (or dead). A row whose delivery a
+        SIGKILL cut short stays claimed for webhook_timeout + 30 s, then is tried again."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            with sqlite3.connect(self.db_path, timeout=5) as conn:
+                pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+            if not pending:
+                self.figures.outbox_drained_seconds = round(time.monotonic() - started, 1)
+                return
+            gevent.sleep(0.5)
+
     # -- checks ----------------------------------------------------------------------------------
     def checkable(self, call: Offered) -> bool:
         """Could fsrouter have seen every event of this call? Not if an event-socket outage (a
@@ -369,6 +550,47 @@ class Soak:
                 return False
         return True
 
+    def webhook_figures(self, records, learned: dict[str, str]) -> dict:
+        """Did every event reach the receiver at least once (by id), SIGKILLs and failures
+        notwithstanding? Judged two ways: against the outbox (every event it committed), and
+        against the store (the events each call record and each learned binding require)."""
+        with sqlite3.connect(self.db_path, timeout=5) as conn:
+            rows = conn.execute("SELECT event_id, event_type, state, attempts FROM outbox").fetchall()
+        committed = {event_id: kind for event_id, kind, _, _ in rows}
+        received = self.hooks.events
+        lost = [(event_id, kind) for event_id, kind in committed.items() if event_id not in received]
+        required = {e.id: e.type for r in records for e in webhooks.call_events(r, None)}
+        required_missing = [(event_id, kind) for event_id, kind in required.items()
+                            if event_id not in received]
+        # The learned binding each client has must be the new_agent of the last (by the rules'
+        # order) binding.changed event received for it.
+        last_change: dict[str, tuple] = {}
+        for event in received.values():
+            data = event.get("data", {})
+            if event.get("type") == webhooks.BINDING_CHANGED and data.get("source") == "auto":
+                rank = (event["at"], data.get("new_agent") or "", data.get("call_uuid") or "")
+                if data["client"] not in last_change or rank > last_change[data["client"]][0]:
+                    last_change[data["client"]] = (rank, data.get("new_agent"))
+        mismatch = [(client, agent, last_change.get(client, (None, None))[1])
+                    for client, agent in learned.items() if last_change.get(client, (None, None))[1] != agent]
+        deliveries = self.hooks.deliveries
+        return {
+            "events_committed": len(committed), "outbox_rows": len(rows),
+            "events_by_type": dict(sorted(Counter(committed.values()).items())),
+            "events_received": len(received), "events_lost": len(lost),
+            "outbox_rows_at_end": dict(sorted(Counter(state for _, _, state, _ in rows).items())),
+            "outbox_drained_after_calls_s": self.figures.outbox_drained_seconds,
+            "attempts_max": max((attempts for _, _, _, attempts in rows), default=0),
+            "posts": sum(self.hooks.answers.values()), "answers": dict(sorted(self.hooks.answers.items())),
+            "events_delivered_more_than_once": sum(1 for n in deliveries.values() if n > 1),
+            "received_not_in_outbox": sum(1 for event_id in received if event_id not in committed),
+            "events_required_by_call_records": len(required),
+            "events_required_missing": len(required_missing),
+            "learned_bindings_checked": len(learned), "binding_changes_not_matching_the_store": len(mismatch),
+            "bad_signatures": self.hooks.bad_signatures,
+            "_lost": lost, "_required_missing": required_missing, "_binding_mismatch": mismatch,
+        }
+
     def killed_during(self, call: Offered) -> bool:
         end = call.done_at if call.done_at is not None else float("inf")
         return any(call.placed - 0.1 <= kill <= end for kill in self.figures.kills)
@@ -378,14 +600,28 @@ class Soak:
         outbound = [c for c in self.offered if c.kind == "out"]
         outcome = Counter()
         latencies = []
+        hang = Counter()  # inbound calls whose decision came while the CRM hung
+        hang_latencies = []
+        crm_routed = 0
         for call in inbound:
             h = call.handle
             route = next((cmd.headers.get("execute-app-arg", "") for cmd in h.parsed
                           if cmd.headers.get("execute-app-name") == "multiset"), "")
             first = next((part.split("=", 1)[1] for part in route.split(":")
                           if part.startswith("fsrouter_route=")), None)
+            if "fsrouter_reason=crm" in route.split(":"):
+                crm_routed += 1
             if h.decision_latency is not None:
                 latencies.append(h.decision_latency)
+            asked = h.connect_reply_at
+            if asked is not None and any(start - 0.05 <= asked <= end
+                                         for start, end in self.figures.crm_hangs):
+                hang["calls"] += 1
+                if h.decision_latency is not None:
+                    hang_latencies.append(h.decision_latency)
+                    hang[f"route_{first}"] += 1
+                elif h.done.is_set() and h.returned_to_dialplan:
+                    hang["handed_back"] += 1
             if not h.done.is_set():
                 outcome["not_finished"] += 1
             elif h.bridges and first in ("sticky", "fallback"):
@@ -410,6 +646,7 @@ class Soak:
         records = store.calls()
         learned = {b.client: b.agent for b in store.list_bindings() if b.source == "auto"}
         store.close()
+        hooks = self.webhook_figures(records, learned)
         by_uuid = Counter(r.uuid for r in records)
         offered_uuids = {c.uuid for c in self.offered}
         duplicates = sum(n - 1 for n in by_uuid.values() if n > 1)
@@ -492,6 +729,16 @@ class Soak:
             "daemon_tracebacks": tracebacks, "daemon_exception_records": exceptions,
             "daemon_exit_on_sigterm": exit_code, "recovery_failures": f.recovery_failures,
             "daemon_warnings": dict(events.most_common(12)),
+            "crm": {
+                "requests": dict(sorted(self.crm.requests.items())),
+                "hangs": len(f.crm_hangs), "hang_seconds": round(f.crm_hang_seconds, 1),
+                "inbound_calls_routed_on_its_answer": crm_routed,
+                "inbound_calls_decided_while_it_hung": dict(sorted(hang.items())),
+                "decision_ms_while_it_hung": {"p50": _ms(percentile(hang_latencies, 0.5)),
+                                              "max": _ms(max(hang_latencies) if hang_latencies else None),
+                                              "bound": _ms(CRM_BUDGET + DECISION_BUDGET + CRM_SLACK)},
+            },
+            "webhooks": {k: v for k, v in hooks.items() if not k.startswith("_")},
         }
         checks = {
             "every call bridged or handed back": handled == len(inbound),
@@ -503,12 +750,29 @@ class Soak:
             "every fault recovered from": not f.recovery_failures,
             "clean exit 0 on SIGTERM": exit_code == 0,
             "calls were offered": len(inbound) > 0,
+            "the CRM's answers routed calls": crm_routed > 0,
+            "the CRM hang held lookups, and no decision waited past the CRM budget":
+                (not f.crm_hangs or self.crm.requests["hung"] > 0)
+                and all(x <= CRM_BUDGET + DECISION_BUDGET + CRM_SLACK for x in hang_latencies),
+            "no webhook event lost (every event the outbox committed was received)":
+                hooks["events_committed"] > 0 and hooks["events_lost"] == 0,
+            "every call record's events and every learned binding's change reached the receiver":
+                hooks["events_required_missing"] == 0
+                and hooks["binding_changes_not_matching_the_store"] == 0,
+            "every webhook delivery correctly signed": hooks["bad_signatures"] == 0,
         }
         print(json.dumps(figures, indent=2))
         if wrong_examples:
             print("bindings missing or wrong (client, expected, found, last call):", wrong_examples[:10])
         if records_missing:
             print("call records missing (uuids):", records_missing[:10])
+        if hooks["_lost"]:
+            print("webhook events lost (id, type):", hooks["_lost"][:10])
+        if hooks["_required_missing"] or hooks["_binding_mismatch"]:
+            print("webhook events the store requires, not received:", hooks["_required_missing"][:10],
+                  "; clients whose last binding.changed is not their binding:",
+                  hooks["_binding_mismatch"][:10])
+        print_summary(figures)
         for name, ok in checks.items():
             print(f"{'PASS' if ok else 'FAIL'}  {name}")
         if self.args.json:
@@ -519,6 +783,54 @@ class Soak:
         else:
             print(f"kept: {self.dir} (daemon.log, fsrouter.db)")
         return 0 if ok else 1
+
+
+def print_summary(f: dict) -> None:
+    """The figures that matter, as a table (the JSON above has them all)."""
+    out = f["inbound_outcomes"]
+    wait, crm, hooks = f["wait_for_first_bridge_ms"], f["crm"], f["webhooks"]
+    hung, requests = crm["decision_ms_while_it_hung"], crm["requests"]
+    handed_back = sum(n for k, n in out.items() if k.startswith("handed_back_"))
+    rows = [
+        ("seconds, seed", f"{f['seconds']:g} s, seed {f['seed']}"),
+        ("calls offered (client calls + agents' calls)",
+         f"{f['calls_offered']} ({f['inbound_offered']} + {f['agent_calls_out']})"),
+        ("client calls bridged sticky / fallback",
+         f"{out.get('bridged_sticky', 0)} / {out.get('bridged_fallback', 0)}"),
+        ("handed back to the dialplan", f"{handed_back}"),
+        ("bridged or handed back", f"{f['inbound_handled']} of {f['inbound_offered']}"),
+        ("wait for the first bridge while fsrouter ran, p50 / p99 / max",
+         f"{wait['p50']} / {wait['p99']} / {wait['max']} ms"),
+        ("faults", ", ".join(f"{n} {k}" for k, n in f["faults"].items())),
+        ("event-socket outages", f"{f['event_socket_outages']}"),
+        ("call records missing, of the checkable calls",
+         f"{f['call_records_missing']} of {f['calls_checkable']}"),
+        ("required bindings missing or wrong (verified)",
+         f"{f['bindings_missing'] + f['bindings_wrong']} ({f['bindings_verified']} verified)"),
+        ("duplicate call records / matching no call",
+         f"{f['duplicate_call_records']} / {f['call_records_matching_no_call']}"),
+        ("CRM requests: answered / hung",
+         f"{requests.get('answered_agent', 0) + requests.get('answered_404', 0)} / {requests.get('hung', 0)}"),
+        ("client calls routed on the CRM's answer", f"{crm['inbound_calls_routed_on_its_answer']}"),
+        ("calls decided while the CRM hung; decision p50 / max (bound)",
+         f"{crm['inbound_calls_decided_while_it_hung'].get('calls', 0)}; "
+         + f"{hung['p50']} / {hung['max']} ms ({hung['bound']} ms)"),
+        ("webhook events committed / received", f"{hooks['events_committed']} / {hooks['events_received']}"),
+        ("webhook POSTs: ok / 500 / hung / taken then 503",
+         " / ".join(str(hooks["answers"].get(k, 0)) for k in ("ok", "refused_500", "hung", "took_then_503"))),
+        ("webhook events delivered more than once", f"{hooks['events_delivered_more_than_once']}"),
+        ("webhook events lost", f"{hooks['events_lost']}"),
+        ("events required by call records and bindings, missing",
+         f"{hooks['events_required_missing'] + hooks['binding_changes_not_matching_the_store']}"),
+        ("bad webhook signatures", f"{hooks['bad_signatures']}"),
+        ("tracebacks in the daemon's log / exit on SIGTERM",
+         f"{f['daemon_tracebacks']} / {f['daemon_exit_on_sigterm']}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print()
 
 
 def _ms(seconds):
@@ -546,7 +858,7 @@ def main(argv=None) -> int:
         args.seed = random.randrange(1 << 30)
     soak = Soak(args)
     # Bounded whatever happens: the run, the drain, the checks.
-    with gevent.Timeout(args.seconds + 240, False):
+    with gevent.Timeout(args.seconds + 420, False):
         try:
             return soak.run()
         finally:

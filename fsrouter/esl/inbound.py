@@ -36,6 +36,15 @@ class _EventConnection(InboundESL):
     routed for 10-20 ms. One event's parse (~60 µs) is now the longest the calls wait.
     """
 
+    # One connection carries every event of the switch, 5-10 KB each: greenswitch's 8 KB buffer
+    # made about one recv (and one wait on the loop) per event.
+    READ_BUFFER = 64 * 1024
+
+    def start_event_handlers(self) -> None:
+        default, self.sock_file = self.sock_file, self.sock.makefile("rb", buffering=self.READ_BUFFER)
+        default.close()  # never read
+        super().start_event_handlers()
+
     def handle_event(self, event) -> None:
         super().handle_event(event)
         if event.headers.get("Content-Type") == "text/event-plain":

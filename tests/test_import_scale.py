@@ -132,7 +132,7 @@ def test_record_calls_leaves_what_record_call_one_by_one_leaves_on_postgresql(se
 
 def test_record_calls_in_several_statements_and_a_repeated_file(tmp_path, monkeypatch):
     """More calls than one statement takes (chunks), the same file twice (no new records, nothing learned)."""
-    monkeypatch.setattr("fsrouter.store._MAX_PARAMS", 60)  # 4 calls, 8 bindings per statement
+    monkeypatch.setattr("fsrouter.store.sqltext.MAX_PARAMS", 60)  # 4 calls, 8 bindings per statement
     batch = [Call("inbound" if i % 3 else "outbound", NUMBERS[i % 4], AGENTS[i % 3],
                   T0 + timedelta(minutes=i), T0 + timedelta(minutes=i, seconds=30 + i), 30.0 + i, True)
              for i in range(40)]
@@ -243,7 +243,7 @@ def test_the_report_of_grouped_call_records_is_the_report_of_the_calls_on_postgr
 
 @given(st.text())
 def test_the_uuid_of_a_call_without_one_is_its_uuid5(name):
-    from fsrouter.store import _CALL_NAMESPACE, _uuid5
+    from fsrouter.store.calls import _CALL_NAMESPACE, _uuid5
 
     try:
         expected = str(uuid.uuid5(_CALL_NAMESPACE, name))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import peewee
 import pytest
 
+from fsrouter import rules
 from fsrouter import store as store_module
 from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Call
 from fsrouter.settings import Settings
@@ -637,7 +638,7 @@ def test_record_call_saves_and_learns_or_does_neither(staffed, monkeypatch):
     def boom(*args):
         raise RuntimeError("learning broke")
 
-    monkeypatch.setattr(store_module.rules, "learn", boom)
+    monkeypatch.setattr(rules, "learn", boom)
     with pytest.raises(RuntimeError):
         staffed.record_call(inbound("1002", ended=T0 + timedelta(hours=1), uuid_="lost"), Settings())
     assert [c.uuid for c in staffed.calls()] == ["ok"]

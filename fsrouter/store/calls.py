@@ -1,0 +1,362 @@
+"""Call records, and learning bindings from them: one call at a time (the daemon) or in batches
+(`calls import`)."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import peewee as pw
+
+from .. import rules
+from ..missed import CALLBACK, closed_by, closes_missed
+from ..model import AUTO, DIRECTIONS, MANUAL, Binding, Call
+from ..settings import Settings
+from ..webhooks import Event, binding_changed, call_events, callback_done
+from . import sqltext
+from .connection import StoreError, _Raced, _reconnects
+
+# How often learn() re-reads and retries when another process changed the binding meanwhile.
+_LEARN_ATTEMPTS = 20
+# Namespace of the uuids made for calls that come without one (see _with_uuid).
+_CALL_NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-4c57-9e0f-2b7d5a1c9e33")
+
+
+class CallTables:
+    """The Store's methods on call records and learned bindings."""
+
+    @_reconnects
+    def save_call(self, call: Call) -> Call:
+        """Insert or update the call record by uuid (a uuid is made when it has none)."""
+        call = _with_uuid(call)
+        if call.direction not in DIRECTIONS:
+            raise StoreError(f"bad call direction {call.direction!r}")
+        self.db.execute_sql(self._upsert_call_sql, self._call_params(call))
+        return call
+
+    def _call_params(self, call: Call) -> tuple:
+        to_db = self.m.Call.started_at.db_value
+        return (call.uuid, call.direction, call.client, call.agent, to_db(call.started_at),
+                to_db(call.ended_at), float(call.talk_seconds), bool(call.answered), call.group,
+                to_db(call.answered_at), ",".join(call.rung), call.route, call.outcome or "",
+                call.sticky_agent)
+
+    def calls(self, since: datetime | None = None, client: str | None = None,
+              limit: int | None = None) -> list[Call]:
+        """Call records, newest first."""
+        c = self.m.Call
+        query = c.select(*self._call_columns).order_by(c.started_at.desc(), c.uuid)
+        if since is not None:
+            query = query.where(c.started_at >= since)
+        if client is not None:
+            query = query.where(c.client == client)
+        if limit is not None:
+            query = query.limit(limit)
+        return [_call_of_row(*row) for row in query.tuples()]
+
+    @_reconnects
+    def call_counts(self, fields, since: datetime | None = None) -> list[tuple[Call, int]]:
+        """The call records started since `since`, grouped by the Call `fields` and the UTC day
+        of their start, in one GROUP BY: per group, a Call with those fields (the others empty)
+        that started at the group's earliest start, and how many records it stands for."""
+        c = self.m.Call
+        columns = [_CALL_FIELD_COLUMNS.get(name, name) for name in fields]
+        group_by = [getattr(c, column) for column in columns]
+        # The stored text begins with the date on SQLite ('2024-05-01 09:30:00.000000', UTC).
+        day = pw.fn.substr(c.started_at, 1, 10) if self.is_sqlite else pw.fn.date_trunc("day", c.started_at)
+        query = (c.select(*group_by, pw.fn.MIN(c.started_at), pw.fn.COUNT(pw.SQL("*")))
+                 .group_by(*group_by, day))
+        if since is not None:
+            query = query.where(c.started_at >= since)
+        to_time, found = c.started_at.python_value, []
+        for *values, first, count in query.tuples():
+            first = to_time(first)
+            call = {"direction": "", "client": "", "agent": None, "started_at": first, "ended_at": first}
+            for name, column, value in zip(fields, columns, values):
+                call[name] = _CALL_VALUES.get(column, _same)(value)
+            found.append((Call(**call), count))
+        return found
+
+    @_reconnects
+    def missed_call_rows(self, since: datetime | None = None) -> list[Call]:
+        """What missed.missed_calls needs, oldest first: every call since `since` of each client
+        who has an unanswered inbound call since then (their missed calls, and what followed).
+
+        One query on the (client, started_at) index; callbacks always come after the missed call.
+        """
+        c = self.m.Call
+        missed = c.select(c.client).where(c.direction == "inbound",
+                                          (c.answered == False) | c.agent.is_null())
+        query = c.select(*self._call_columns).where(c.client.in_(missed))
+        if since is not None:
+            missed = missed.where(c.started_at >= since)
+            query = c.select(*self._call_columns).where(c.client.in_(missed), c.started_at >= since)
+        return [_call_of_row(*row) for row in query.order_by(c.started_at, c.uuid).tuples()]
+
+    @_reconnects
+    def learn(self, call: Call, settings: Settings) -> Binding | None:
+        """Apply the learning rules to one call; the new learned binding, or None if nothing changed.
+
+        Read, decide (rules.learn), then a compare-and-swap write: the row is only replaced if it
+        is still what was read. If another process got there first, read again and decide again,
+        so whatever the interleaving the call that ended later wins.
+        """
+        if not call.client:
+            return None
+        call = _with_uuid(call)
+        # A number linked to a client teaches that client; a shared number teaches nobody, and
+        # an agent the client is kept away from is never learned.
+        client, shared, blocked = self.client_of(call.client)
+        if shared or (call.agent is not None and call.agent in blocked):
+            return None
+        if client != call.client:
+            call = replace(call, client=client)
+        with self.transaction():
+            for _ in range(_LEARN_ATTEMPTS):
+                current = self.bindings_for(call.client).get(AUTO)
+                new = rules.learn(call, settings, current)
+                if new is None:
+                    return None
+                if self._swap_learned(current, new):
+                    if current is None or current.agent != new.agent:
+                        self.m.BindingHistory.insert(
+                            client=new.client, from_agent=current.agent if current else None,
+                            to_agent=new.agent, at=new.at, call_uuid=new.call_uuid).execute()
+                    return new
+        raise StoreError(f"could not record the binding of {call.client}: it kept changing under us")
+
+    def _swap_learned(self, current: Binding | None, new: Binding) -> bool:
+        to_db = self.m.Binding.at.db_value
+        if current is None:
+            cursor = self.db.execute_sql(self._insert_learned_sql, (
+                new.client, AUTO, new.agent, to_db(new.at), None, new.why, new.call_uuid))
+        else:
+            cursor = self.db.execute_sql(self._swap_learned_sql, (
+                new.agent, to_db(new.at), new.why, new.call_uuid,
+                new.client, AUTO, to_db(current.at), current.agent, current.why,
+                current.call_uuid, current.call_uuid))
+        return cursor.rowcount == 1
+
+    @_reconnects
+    def record_call(self, call: Call, settings: Settings, notify: bool = True) -> Binding | None:
+        """Save the call record and learn from it, in one transaction (live calls and imports alike).
+
+        With webhooks on (and `notify`), the call's events and any change of the learned binding
+        go into the outbox in that same transaction.
+        """
+        with self.transaction():
+            call = self.save_call(call)
+            if not (notify and self.webhook_urls):
+                return self.learn(call, settings)
+            before = self.bindings_for(call.client) if call.client else {}
+            learned = self.learn(call, settings)
+            events = call_events(call, _bound_agent(call, before, settings))
+            old = before.get(AUTO)
+            if learned is not None and (old is None or old.agent != learned.agent):
+                events.append(binding_changed(call.client, AUTO, old, learned, learned.why, learned.at))
+            if closes_missed(call) == CALLBACK:
+                events += [callback_done(row) for row in closed_by(call, self._calls_before(call))
+                           if row.closed_by == CALLBACK]
+            self._notify(events)
+            return learned
+
+    def _calls_before(self, call: Call, limit: int = 50) -> list[Call]:
+        """The client's latest calls up to this one: enough to tell which missed calls are open."""
+        c = self.m.Call
+        query = (c.select(*self._call_columns).where(c.client == call.client, c.started_at <= call.started_at)
+                 .order_by(c.started_at.desc()).limit(limit))
+        return [_call_of_row(*row) for row in query.tuples()]
+
+    @_reconnects
+    def known_call_uuids(self, uuids) -> set[str]:
+        """Which of these call uuids the store has records of."""
+        c = self.m.Call
+        known: set[str] = set()
+        for chunk in pw.chunked(set(uuids), 500):
+            known.update(u for (u,) in c.select(c.uuid).where(c.uuid.in_(chunk)).tuples())
+        return known
+
+    def record_calls(self, calls, settings: Settings) -> int:
+        """Save many calls and learn from them, all in one transaction (an import of call history):
+        the records, bindings and binding history are those of record_call(call, settings,
+        notify=False) on each call in turn; the number of calls that changed a learned binding.
+
+        In a few statements per thousand calls instead of several per call: the calls are upserted
+        in multi-row statements; the learned bindings of their clients are read once (locked on
+        PostgreSQL), rules.learn is folded over the calls in their order in memory, and the changed
+        bindings and the history are written once. Should another process have learned a first
+        binding for one of the clients meanwhile (PostgreSQL), the learning is redone call by call.
+        History, not news: no webhook events. `calls` (any iterable) is read to its end before
+        anything is written.
+        """
+        calls = [_with_uuid(call) for call in calls]
+        for call in calls:
+            if call.direction not in DIRECTIONS:
+                raise StoreError(f"bad call direction {call.direction!r}")
+        with self.transaction():
+            self._save_calls(calls)
+            try:
+                with self.transaction():  # a savepoint: a lost race undoes only the learning
+                    return self._learn_all(calls, settings)
+            except _Raced:
+                return sum(self.learn(call, settings) is not None for call in calls)
+
+    def _save_calls(self, calls: list[Call]) -> None:
+        # A uuid twice in one statement is an error on PostgreSQL: the last values of each uuid,
+        # as saving them one by one would leave.
+        unique = {call.uuid: call for call in calls}
+        columns = self._call_columns
+        table = f'"{self.m.Call._meta.table_name}"'
+        rows_per_statement = sqltext.MAX_PARAMS // len(columns)
+        for chunk in pw.chunked(unique.values(), rows_per_statement):
+            params = [value for call in chunk for value in self._call_params(call)]
+            self.db.execute_sql(sqltext.upsert_sql(table, columns, ["uuid"], self.db.param, rows=len(chunk)), params)
+
+    def _learn_all(self, calls: list[Call], settings: Settings) -> int:
+        """learn() over `calls` in turn, with one read and one write of the learned bindings."""
+        owners = self._clients_of({call.client for call in calls if call.client})
+        taught: list[Call] = []
+        for call in calls:
+            if not call.client:
+                continue
+            client, shared, blocked = owners.get(call.client, (call.client, False, frozenset()))
+            if shared or (call.agent is not None and call.agent in blocked):
+                continue
+            taught.append(call if client == call.client else replace(call, client=client))
+        before = self._learned_bindings({call.client for call in taught})
+        current = dict(before)
+        history = []
+        learned = 0
+        for call in taught:
+            old = current.get(call.client)
+            new = rules.learn(call, settings, old)
+            if new is None:
+                continue
+            learned += 1
+            if old is None or old.agent != new.agent:
+                history.append((new.client, old.agent if old else None, new.agent, new.at, new.call_uuid))
+            current[call.client] = new
+        # In index order: a million rows go into the index twice as fast as in the calls' order.
+        changed = sorted((b for client, b in current.items() if before.get(client) is not b),
+                         key=lambda b: b.client)
+        self._insert_learned([b for b in changed if b.client not in before])
+        self._upsert_bindings([b for b in changed if b.client in before])  # rows read (and locked) above
+        self._insert_history(history)
+        return learned
+
+    def _learned_bindings(self, clients) -> dict[str, Binding]:
+        """The learned binding of each of `clients` that has one; on PostgreSQL the rows stay locked
+        until the transaction ends, as learn()'s compare-and-swap would keep them."""
+        b = self.m.Binding
+        # PostgreSQL: locked in client order, so two imports cannot each hold what the other waits for.
+        lock = "" if self.is_sqlite else ' ORDER BY "client" FOR UPDATE'
+        found: dict[str, Binding] = {}
+        for chunk in pw.chunked(list(clients) if self.is_sqlite else sorted(clients), sqltext.MAX_PARAMS - 1):
+            sql = (f'SELECT "client", "agent", "at", "expires_at", "why", "call_uuid" '
+                   f'FROM "{b._meta.table_name}" '
+                   f'WHERE "source" = {self.db.param} AND "client" IN ({sqltext.marks(self.db.param, len(chunk))}){lock}')
+            rows = self.db.execute_sql(sql, [AUTO, *chunk]).fetchall()
+            for client, *rest in rows:
+                found[client] = self._binding_of_row(client, AUTO, *rest)
+        return found
+
+    def _insert_learned(self, bindings: list[Binding]) -> None:
+        """First learned bindings of their clients, as learn() inserts them; _Raced when another
+        process inserted one of them since _learned_bindings read."""
+        to_db = self.m.Binding.at.db_value
+        columns = self._binding_columns
+        table = f'"{self.m.Binding._meta.table_name}"'
+        for chunk in pw.chunked(bindings, sqltext.MAX_PARAMS // len(columns)):
+            values = sqltext.values(self.db.param, len(columns), len(chunk))
+            params = [value for x in chunk
+                      for value in (x.client, AUTO, x.agent, to_db(x.at), None, x.why, x.call_uuid)]
+            cursor = self.db.execute_sql(f'INSERT INTO {table} ({sqltext.names(columns)}) VALUES {values} '
+                                         f'ON CONFLICT ("client", "source") DO NOTHING', params)
+            if cursor.rowcount != len(chunk):
+                raise _Raced()
+
+    def _insert_history(self, rows: list[tuple]) -> None:
+        """binding_history rows (client, from_agent, to_agent, at, call_uuid), ids in list order."""
+        h = self.m.BindingHistory
+        columns = [h.client, h.from_agent, h.to_agent, h.at, h.call_uuid]
+        to_db = h.at.db_value
+        table = f'"{h._meta.table_name}"'
+        for chunk in pw.chunked(rows, sqltext.MAX_PARAMS // len(columns)):
+            values = sqltext.values(self.db.param, len(columns), len(chunk))
+            params = [value for client, from_agent, to_agent, at, call_uuid in chunk
+                      for value in (client, from_agent, to_agent, to_db(at), call_uuid)]
+            self.db.execute_sql(f"INSERT INTO {table} ({sqltext.names(columns)}) VALUES {values}", params)
+
+    def _notify(self, events: list[Event]) -> None:
+        """The events into the outbox, one row per webhook URL, in the caller's transaction."""
+        if not events or not self.webhook_urls:
+            return
+        now = datetime.now(UTC)
+        rows = [{"event_id": e.id, "event_type": e.type, "target": url, "body": e.body().decode("utf-8"),
+                 "created_at": now, "next_at": now} for e in events for url in self.webhook_urls]
+        for chunk in pw.chunked(rows, 500):
+            self.m.Outbox.insert_many(chunk).on_conflict_ignore().execute()
+        if self.on_event is not None:
+            self.on_event()
+
+
+def _call_of_row(uuid, direction, client, agent, started_at, ended_at, talk_seconds, answered, group_name,
+                 answered_at, rung, route, outcome, sticky_agent) -> Call:
+    """A Call from a call_record row, its columns in Store._call_columns order."""
+    return Call(direction=direction, client=client, agent=agent, started_at=started_at,
+                ended_at=ended_at, talk_seconds=talk_seconds, answered=bool(answered), uuid=uuid,
+                group=group_name, answered_at=answered_at, rung=_rung(rung), route=route, outcome=outcome,
+                sticky_agent=sticky_agent)
+
+
+def _rung(text) -> tuple[str, ...]:
+    return tuple(x for x in (text or "").split(",") if x)
+
+
+def _same(value):
+    return value
+
+
+# Call fields whose call_record column is named otherwise, and columns whose value a Call holds otherwise.
+_CALL_FIELD_COLUMNS = {"group": "group_name"}
+_CALL_VALUES = {"answered": bool, "rung": _rung}
+
+
+def _bound_agent(call: Call, before: dict[str, Binding], settings: Settings) -> str | None:
+    """Who the client was bound to when the call came: the agent of the sticky leg fsrouter rang,
+    else the first binding, in the `sources` order, of a kind the mode routes."""
+    if call.sticky_agent:
+        return call.sticky_agent
+    allowed = {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[settings.mode]
+    for source in settings.sources:
+        if source in allowed and source in before:
+            return before[source].agent
+    return None
+
+
+def _with_uuid(call: Call) -> Call:
+    """The call, with a uuid derived from what it is when it has none: the same call saved twice
+    (a CSV imported twice) is one record, and learning from it again changes nothing."""
+    if call.uuid:
+        return call
+    key = "|".join((call.direction, call.client or "", call.agent or "", call.started_at.isoformat(),
+                    call.ended_at.isoformat(), repr(float(call.talk_seconds)), str(bool(call.answered))))
+    # dataclasses.replace, at a fifth of its cost: Call has no __post_init__ to run again.
+    copy = object.__new__(Call)
+    copy.__dict__.update(call.__dict__, uuid=_uuid5(key))
+    return copy
+
+
+def _uuid5(name: str) -> str:
+    """str(uuid.uuid5(_CALL_NAMESPACE, name)), without making a UUID object (an import makes a million)."""
+    digest = bytearray(hashlib.sha1(_CALL_NAMESPACE.bytes + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def _sticky_agent(call) -> str | None:
+    """Whose sticky leg rang first on a call (a Call or a call row), when one did."""
+    return getattr(call, "sticky_agent", None) or None

@@ -1,0 +1,251 @@
+"""The schema: the tables as peewee models, made per database, and the steps that upgrade it.
+
+Model classes are made per Store, so two stores (two databases) can be open in one process
+without rebinding shared classes. Times are stored as naive UTC and come back timezone-aware.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import peewee as pw
+
+from ..model import SCOPE_ANY, SIMULTANEOUS
+
+
+class UTCDateTimeField(pw.DateTimeField):
+    """Naive UTC in the database, aware UTC in Python.
+
+    On SQLite the text always has microseconds, so text order is time order and the
+    compare-and-swap in learn() compares equal values equal.
+    """
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        value = value.replace(tzinfo=None)  # naive input is taken as UTC already
+        if isinstance(self.model._meta.database, pw.SqliteDatabase):
+            # The same text as the strftime, three times faster; strftime leaves years below 1000 unpadded.
+            if value.year >= 1000:
+                return value.isoformat(" ", "microseconds")
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _models(db: pw.Database) -> SimpleNamespace:
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class SchemaVersion(Base):
+        version = pw.IntegerField(primary_key=True)
+        name = pw.TextField()
+        applied_at = UTCDateTimeField()
+
+        class Meta:
+            table_name = "schema_version"
+
+    class SettingRow(Base):
+        key = pw.TextField(primary_key=True)
+        value = pw.TextField()
+
+        class Meta:
+            table_name = "setting"
+
+    class AgentRow(Base):
+        ext = pw.TextField(primary_key=True)
+        name = pw.TextField()
+        dial_string = pw.TextField()
+        priority = pw.IntegerField(default=100)
+        enabled = pw.BooleanField(default=True)
+        crm_id = pw.TextField(null=True, unique=True)  # added by migration 4 (the CRM)
+        dnd = pw.BooleanField(default=False)  # added by migration 3 (presence)
+
+        class Meta:
+            table_name = "agent"
+
+    class GroupRow(Base):
+        name = pw.TextField(primary_key=True)
+        strategy = pw.TextField(default=SIMULTANEOUS)
+        sticky_scope = pw.TextField(default=SCOPE_ANY)
+        ring_timeout = pw.FloatField(default=30.0)  # seconds
+        # Added by migration 3 (hours and per-group settings).
+        sticky_hours = pw.TextField(default="")
+        timezone = pw.TextField(default="")
+        overrides = pw.TextField(default="")  # JSON object: setting key -> text
+
+        class Meta:
+            table_name = "agent_group"  # "group" is an SQL keyword
+
+    class MemberRow(Base):
+        agent = pw.ForeignKeyField(AgentRow, column_name="agent", on_delete="CASCADE")
+        grp = pw.ForeignKeyField(GroupRow, column_name="group_name", on_delete="CASCADE")
+
+        class Meta:
+            table_name = "membership"
+            primary_key = pw.CompositeKey("agent", "grp")
+
+    class BindingRow(Base):
+        # No foreign key to agent on purpose: a deleted agent's bindings are kept (binding list --stale).
+        client = pw.TextField()
+        source = pw.TextField()
+        agent = pw.TextField(index=True)
+        at = UTCDateTimeField()
+        expires_at = UTCDateTimeField(null=True)
+        why = pw.TextField(default="")
+        call_uuid = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "binding"
+            # The primary key is the index of the per-call point query (client = ?).
+            primary_key = pw.CompositeKey("client", "source")
+
+    class CallRow(Base):
+        uuid = pw.TextField(primary_key=True)
+        direction = pw.TextField()
+        client = pw.TextField()
+        agent = pw.TextField(null=True)
+        started_at = UTCDateTimeField(index=True)
+        ended_at = UTCDateTimeField()
+        talk_seconds = pw.FloatField(default=0.0)
+        answered = pw.BooleanField(default=False)
+        group_name = pw.TextField(null=True)
+        answered_at = UTCDateTimeField(null=True)
+        rung = pw.TextField(default="")  # comma-separated extensions, in ring order
+        route = pw.TextField(null=True)
+        outcome = pw.TextField(default="")
+        sticky_agent = pw.TextField(null=True)  # added by migration 2 (callbacks and rebinds)
+
+        class Meta:
+            table_name = "call_record"
+            indexes = ((("client", "started_at"), False),)
+
+    class BindingHistoryRow(Base):
+        # Each change of a client's learned agent, written with the change (see Store.learn).
+        id = pw.AutoField()
+        client = pw.TextField()
+        from_agent = pw.TextField(null=True)  # None: the client had no learned binding
+        to_agent = pw.TextField()
+        at = UTCDateTimeField(index=True)  # when the call that made the change ended
+        call_uuid = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "binding_history"
+
+    return SimpleNamespace(SchemaVersion=SchemaVersion, Setting=SettingRow, Agent=AgentRow, Group=GroupRow,
+                           Member=MemberRow, Binding=BindingRow, Call=CallRow,
+                           BindingHistory=BindingHistoryRow)
+
+
+def _outbox_model(db: pw.Database, m: SimpleNamespace) -> None:
+    class OutboxRow(pw.Model):
+        """One event for one webhook URL (outbox.py sends it). Written in the transaction of the
+        change it reports; a delivery claims it by moving next_at forward (compare-and-swap)."""
+        id = pw.AutoField()
+        event_id = pw.TextField()
+        event_type = pw.TextField()
+        target = pw.TextField()  # the URL
+        body = pw.TextField()  # the JSON, exactly as signed and sent
+        created_at = UTCDateTimeField()
+        next_at = UTCDateTimeField()  # when to try next
+        attempts = pw.IntegerField(default=0)
+        state = pw.TextField(default="pending")  # pending | sent | dead
+        last_error = pw.TextField(default="")
+        sent_at = UTCDateTimeField(null=True)
+
+        class Meta:
+            database = db
+            table_name = "outbox"
+            indexes = ((("state", "next_at"), False), (("event_id", "target"), True))
+
+    m.Outbox = OutboxRow
+
+
+def _client_models(db: pw.Database, m: SimpleNamespace) -> None:
+    """The tables of clients as people (migration 3), added to the models `m`."""
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class ClientNumberRow(Base):
+        # A number that belongs to a client other than itself, or is shared, or has blocks. A
+        # number without a row is its own client. The client id is one of its numbers.
+        number = pw.TextField(primary_key=True)
+        client = pw.TextField(index=True)
+        shared = pw.BooleanField(default=False)
+
+        class Meta:
+            table_name = "client_number"
+
+    class BlockRow(Base):
+        client = pw.TextField()
+        agent = pw.TextField()
+
+        class Meta:
+            table_name = "binding_block"
+            primary_key = pw.CompositeKey("client", "agent")
+
+    m.ClientNumber, m.Block = ClientNumberRow, BlockRow
+
+
+# -- migrations --------------------------------------------------------------------------------
+# Each step runs inside the one transaction that also records its version, so a failed upgrade
+# leaves the database as it was. Version 1 creates the tables from the models above; when a model
+# changes, add a step (migrator.add_column, ...) and freeze the old definition into step 1 first.
+
+def _v1_initial(db, migrator, m):
+    db.create_tables([m.Setting, m.Agent, m.Group, m.Member, m.Binding, m.Call], safe=True)
+
+
+def _v2_callbacks_and_rebinds(db, migrator, m):
+    # Idempotent: a database made by step 1 from today's models already has the column.
+    if "sticky_agent" not in {c.name for c in db.get_columns("call_record")}:
+        from playhouse.migrate import migrate
+
+        migrate(migrator.add_column("call_record", "sticky_agent", pw.TextField(null=True)))
+    db.create_tables([m.BindingHistory], safe=True)
+
+
+def _v3_presence_hours_clients(db, migrator, m):
+    # Idempotent: a database made by step 1 from today's models already has the columns.
+    from playhouse.migrate import migrate
+
+    steps = []
+    have = {c.name for c in db.get_columns("agent")}
+    if "dnd" not in have:
+        steps.append(migrator.add_column("agent", "dnd", pw.BooleanField(default=False)))
+    have = {c.name for c in db.get_columns("agent_group")}
+    for column in ("sticky_hours", "timezone", "overrides"):
+        if column not in have:
+            steps.append(migrator.add_column("agent_group", column, pw.TextField(default="")))
+    if steps:
+        migrate(*steps)
+    db.create_tables([m.ClientNumber, m.Block], safe=True)
+
+
+
+def _v4_outbox_and_crm_ids(db, migrator, m):
+    # Idempotent: a database made by step 1 from today's models already has the column.
+    if "crm_id" not in {c.name for c in db.get_columns("agent")}:
+        from playhouse.migrate import migrate
+
+        migrate(migrator.add_column("agent", "crm_id", pw.TextField(null=True)),
+                migrator.add_index("agent", ("crm_id",), unique=True))
+    db.create_tables([m.Outbox], safe=True)
+
+
+MIGRATIONS = [
+    (1, "initial schema", _v1_initial),
+    (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
+    (3, "agent dnd, group hours and settings, client numbers, blocks", _v3_presence_hours_clients),
+    (4, "outbox, agent crm ids", _v4_outbox_and_crm_ids),
+]

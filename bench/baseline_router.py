@@ -22,10 +22,9 @@ import sys
 
 import gevent
 from greenswitch.esl import InboundESL, OutboundESLServer
+from subscription import EVENTS
 
 DIAL = "user/1001@127.0.0.1"
-EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
-          "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE HEARTBEAT")
 
 
 class BridgeAtOnce:

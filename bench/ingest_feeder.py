@@ -29,12 +29,11 @@ from gevent.event import Event
 from gevent.fileobject import FileObject
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
+from subscription import EVENTS
 
 from fsrouter.fakefs import FakeFreeSWITCH
 
 CALLS_IN_TEMPLATE = 20
-EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
-          "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE HEARTBEAT")
 TEMPLATE_CALLER = "+38067999{:04d}"
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

@@ -20,9 +20,7 @@ import time
 
 import gevent
 from gevent.event import Event
-
-EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
-          "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE HEARTBEAT")
+from subscription import EVENTS
 
 
 def fsrouter_worker(port: int, database: str, log_path: str):

@@ -14,6 +14,7 @@ from captures import captures_dir
 
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import event_headers, parse_stream
+from fsrouter.esl.inbound import CHANNEL_EVENTS
 from fsrouter.model import INBOUND, OUTBOUND
 from fsrouter.rules import learn
 from fsrouter.settings import Settings
@@ -86,6 +87,25 @@ def test_sip_capture_gives_exactly_the_expected_calls(case):
 def test_sip_capture_teaches_exactly_the_expected_bindings(case):
     calls, _ = replay(captures_dir() / f"{case}.fs-to-client.raw")
     assert learned_bindings(calls) == expected_cases()[case]["bindings"]
+
+
+def subscribed(events: list[dict]) -> list[dict]:
+    """What the daemon's listener receives of the same calls: only the kinds its `event plain`
+    line names (the captures subscribed to more, CHANNEL_EXECUTE_COMPLETE among them)."""
+    kinds = set(CHANNEL_EVENTS.split()) - {"CUSTOM"}
+    return [e for e in events if e.get("Event-Name") in kinds]
+
+
+@pytest.mark.parametrize("case", SIP_CASES)
+def test_the_events_the_listener_subscribes_to_are_enough_for_the_expected_calls_and_bindings(case):
+    events = events_of(captures_dir() / f"{case}.fs-to-client.raw")
+    assert len(subscribed(events)) < len(events)  # the captures hold kinds the listener leaves out
+    tracker = CallTracker(agents=lambda: AGENTS, region=REGION)
+    calls = [call for headers in subscribed(events) for call in tracker.feed(headers)] + tracker.flush()
+    calls.sort(key=lambda c: (c.started_at, c.uuid))
+    assert [summary(c) for c in calls] == expected_cases()[case]["calls"]
+    assert learned_bindings(calls) == expected_cases()[case]["bindings"]
+    assert (tracker.stats.unknown, tracker.stats.late, tracker.stats.expired, tracker.stats.open) == (0, 0, 0, 0)
 
 
 def test_capture_08_call_record_in_full():

@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import peewee
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fsrouter import rules
 from fsrouter import store as store_module
 from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Call
 from fsrouter.settings import Settings
-from fsrouter.store import Store, StoreError
+from fsrouter.store import Store, StoreError, sqltext
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -693,3 +695,11 @@ def test_routing_inputs_is_client_of_and_bindings_for_in_one_statement(staffed, 
         assert len(statements) == 1
     assert store.routing_inputs(other)[0] == CLIENT and set(store.routing_inputs(other)[3]) == {"manual", "auto"}
     assert store.routing_inputs(other)[2] == frozenset({"1003"})
+
+
+@given(st.lists(st.integers(), max_size=50), st.integers(min_value=1, max_value=60))
+def test_statement_chunks_are_the_items_in_order_none_empty_none_over_size(items, size):
+    chunks = list(sqltext.chunks(iter(items), size))
+    assert [x for chunk in chunks for x in chunk] == items
+    assert all(0 < len(chunk) <= size for chunk in chunks)
+    assert len(chunks) == -(-len(items) // size)

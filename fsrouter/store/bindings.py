@@ -113,7 +113,7 @@ class BindingTables:
         to_db = self.m.Binding.at.db_value
         columns = self._binding_columns
         rows_per_statement = sqltext.MAX_PARAMS // len(columns)
-        for chunk in pw.chunked(bindings, rows_per_statement):
+        for chunk in sqltext.chunks(bindings, rows_per_statement):
             params = []
             for x in chunk:
                 params += (x.client, x.source, x.agent, to_db(x.at), to_db(x.expires_at), x.why, x.call_uuid)
@@ -166,7 +166,7 @@ class BindingTables:
         """Each client's bindings keyed by source (clients without any are left out)."""
         b = self.m.Binding
         found: dict[str, dict[str, Binding]] = {}
-        for chunk in pw.chunked(sorted(set(clients)), sqltext.MAX_PARAMS):
+        for chunk in sqltext.chunks(sorted(set(clients)), sqltext.MAX_PARAMS):
             # The SQL by hand: peewee takes longer to write an IN of thousands than the database to run it.
             sql = (f'SELECT {sqltext.names(self._binding_columns)} FROM "{b._meta.table_name}" '
                    f'WHERE "client" IN ({sqltext.marks(self.db.param, len(chunk))})')

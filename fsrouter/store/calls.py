@@ -120,9 +120,8 @@ class CallTables:
                     return None
                 if self._swap_learned(current, new):
                     if current is None or current.agent != new.agent:
-                        self.m.BindingHistory.insert(
-                            client=new.client, from_agent=current.agent if current else None,
-                            to_agent=new.agent, at=new.at, call_uuid=new.call_uuid).execute()
+                        self._insert_history([(new.client, current.agent if current else None, new.agent,
+                                               new.at, new.call_uuid)])
                     return new
         raise StoreError(f"could not record the binding of {call.client}: it kept changing under us")
 
@@ -173,7 +172,7 @@ class CallTables:
         """Which of these call uuids the store has records of."""
         c = self.m.Call
         known: set[str] = set()
-        for chunk in pw.chunked(set(uuids), 500):
+        for chunk in sqltext.chunks(set(uuids), 500):
             known.update(u for (u,) in c.select(c.uuid).where(c.uuid.in_(chunk)).tuples())
         return known
 
@@ -209,7 +208,7 @@ class CallTables:
         columns = self._call_columns
         table = f'"{self.m.Call._meta.table_name}"'
         rows_per_statement = sqltext.MAX_PARAMS // len(columns)
-        for chunk in pw.chunked(unique.values(), rows_per_statement):
+        for chunk in sqltext.chunks(unique.values(), rows_per_statement):
             params = [value for call in chunk for value in self._call_params(call)]
             self.db.execute_sql(sqltext.upsert_sql(table, columns, ["uuid"], self.db.param, rows=len(chunk)), params)
 
@@ -252,7 +251,7 @@ class CallTables:
         # PostgreSQL: locked in client order, so two imports cannot each hold what the other waits for.
         lock = "" if self.is_sqlite else ' ORDER BY "client" FOR UPDATE'
         found: dict[str, Binding] = {}
-        for chunk in pw.chunked(list(clients) if self.is_sqlite else sorted(clients), sqltext.MAX_PARAMS - 1):
+        for chunk in sqltext.chunks(list(clients) if self.is_sqlite else sorted(clients), sqltext.MAX_PARAMS - 1):
             sql = (f'SELECT "client", "agent", "at", "expires_at", "why", "call_uuid" '
                    f'FROM "{b._meta.table_name}" '
                    f'WHERE "source" = {self.db.param} AND "client" IN ({sqltext.marks(self.db.param, len(chunk))}){lock}')
@@ -267,7 +266,7 @@ class CallTables:
         to_db = self.m.Binding.at.db_value
         columns = self._binding_columns
         table = f'"{self.m.Binding._meta.table_name}"'
-        for chunk in pw.chunked(bindings, sqltext.MAX_PARAMS // len(columns)):
+        for chunk in sqltext.chunks(bindings, sqltext.MAX_PARAMS // len(columns)):
             values = sqltext.values(self.db.param, len(columns), len(chunk))
             params = [value for x in chunk
                       for value in (x.client, AUTO, x.agent, to_db(x.at), None, x.why, x.call_uuid)]
@@ -282,7 +281,7 @@ class CallTables:
         columns = [h.client, h.from_agent, h.to_agent, h.at, h.call_uuid]
         to_db = h.at.db_value
         table = f'"{h._meta.table_name}"'
-        for chunk in pw.chunked(rows, sqltext.MAX_PARAMS // len(columns)):
+        for chunk in sqltext.chunks(rows, sqltext.MAX_PARAMS // len(columns)):
             values = sqltext.values(self.db.param, len(columns), len(chunk))
             params = [value for client, from_agent, to_agent, at, call_uuid in chunk
                       for value in (client, from_agent, to_agent, to_db(at), call_uuid)]
@@ -295,7 +294,7 @@ class CallTables:
         now = datetime.now(UTC)
         rows = [{"event_id": e.id, "event_type": e.type, "target": url, "body": e.body().decode("utf-8"),
                  "created_at": now, "next_at": now} for e in events for url in self.webhook_urls]
-        for chunk in pw.chunked(rows, 500):
+        for chunk in sqltext.chunks(rows, 500):
             self.m.Outbox.insert_many(chunk).on_conflict_ignore().execute()
         if self.on_event is not None:
             self.on_event()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-import peewee as pw
-
 from ..model import AUTO, Binding
 from . import sqltext
 from .connection import StoreError, _reconnects
@@ -139,7 +137,7 @@ class ClientTables:
         """client_of() of many numbers; numbers that are their own client without blocks are left out."""
         n, k = f'"{self.m.ClientNumber._meta.table_name}"', f'"{self.m.Block._meta.table_name}"'
         found: dict[str, tuple[str, bool, set[str]]] = {}
-        for chunk in pw.chunked(list(numbers), sqltext.MAX_PARAMS):
+        for chunk in sqltext.chunks(list(numbers), sqltext.MAX_PARAMS):
             sql = (f'SELECT n."number", n."client", n."shared", k."agent" FROM {n} n LEFT JOIN {k} k '
                    f'ON k."client" = n."client" WHERE n."number" IN ({sqltext.marks(self.db.param, len(chunk))})')
             for number, client, shared, agent in self.db.execute_sql(sql, chunk).fetchall():

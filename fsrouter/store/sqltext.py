@@ -26,3 +26,12 @@ def upsert_sql(table: str, columns, conflict: list[str], param: str, rows: int =
 def marks(param: str, count: int) -> str:
     """`count` parameter marks, comma-separated (an IN list)."""
     return ", ".join([param] * count)
+
+
+def chunks(items, size: int):
+    """`items` in lists of at most `size`, for statements under the parameter limit. peewee's
+    chunked() pads every chunk to `size` and pops the padding one item at a time: about a
+    millisecond for a one-row write when `size` is 6,000."""
+    items = items if isinstance(items, list) else list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -2,4 +2,4 @@
 CHANNEL_EVENTS, without mod_sofia's registration events), written out here so that the bare
 greenswitch baselines need not import fsrouter (which patches greenswitch's parsing on import).
 tests/test_bench_subscription.py checks that the two lists agree."""
-EVENTS = "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE HEARTBEAT"
+EVENTS = "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP_COMPLETE HEARTBEAT"

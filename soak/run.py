@@ -212,11 +212,16 @@ class HookReceiver:
         self.url = f"http://127.0.0.1:{self.server.address[1]}/hooks"
         self.events: dict[str, dict] = {}  # event id -> the body, as first received
         self.deliveries = Counter()  # per event id
-        self.answers = Counter()  # ok, refused_500, hung, took_then_503
+        self.answers = Counter()  # ok, refused_500, hung, took_then_503, cut_short, unreadable
         self.bad_signatures = 0
 
     def app(self, environ, start_response):
-        body = environ["wsgi.input"].read()
+        try:
+            body = environ["wsgi.input"].read()
+        except OSError:  # the daemon was SIGKILLed in the middle of a POST: nothing was delivered
+            self.answers["cut_short"] += 1
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"cut short"]
         roll = self.rng.random()
         if roll < 0.06:
             self.answers["refused_500"] += 1
@@ -816,8 +821,9 @@ def print_summary(f: dict) -> None:
          f"{crm['inbound_calls_decided_while_it_hung'].get('calls', 0)}; "
          + f"{hung['p50']} / {hung['max']} ms ({hung['bound']} ms)"),
         ("webhook events committed / received", f"{hooks['events_committed']} / {hooks['events_received']}"),
-        ("webhook POSTs: ok / 500 / hung / taken then 503",
-         " / ".join(str(hooks["answers"].get(k, 0)) for k in ("ok", "refused_500", "hung", "took_then_503"))),
+        ("webhook POSTs: ok / 500 / hung / taken then 503 / cut short by a SIGKILL",
+         " / ".join(str(hooks["answers"].get(k, 0))
+                    for k in ("ok", "refused_500", "hung", "took_then_503", "cut_short"))),
         ("webhook events delivered more than once", f"{hooks['events_delivered_more_than_once']}"),
         ("webhook events lost", f"{hooks['events_lost']}"),
         ("events required by call records and bindings, missing",

@@ -14,7 +14,7 @@ from captures import captures_dir
 
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import event_headers, parse_stream
-from fsrouter.esl.inbound import CHANNEL_EVENTS
+from fsrouter.esl.inbound import CHANNEL_KINDS
 from fsrouter.model import INBOUND, OUTBOUND
 from fsrouter.rules import learn
 from fsrouter.settings import Settings
@@ -43,7 +43,7 @@ def events_of(path: Path) -> list[dict]:
 def subscribed(events: list[dict]) -> list[dict]:
     """What the daemon's listener receives of the same calls: only the kinds its `event plain`
     line names (the captures subscribed to more: CHANNEL_EXECUTE_COMPLETE, CHANNEL_HANGUP ...)."""
-    kinds = set(CHANNEL_EVENTS.split()) - {"CUSTOM"}
+    kinds = set(CHANNEL_KINDS.split())
     return [e for e in events if e.get("Event-Name") in kinds]
 
 

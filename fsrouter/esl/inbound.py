@@ -23,11 +23,8 @@ log = structlog.get_logger("fsrouter.listener")
 # real SIP call (capture 11). tests/test_events_replay.py replays the captures through this list.
 # mod_sofia's registration events tell presence at once that a phone came or went. CUSTOM comes
 # last: mod_event_socket takes every word after it for a subclass.
-CHANNEL_EVENTS = (
-    "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE "
-    "CHANNEL_UNBRIDGE CHANNEL_HANGUP_COMPLETE HEARTBEAT "
-    "CUSTOM sofia::register sofia::unregister sofia::expire"
-)
+CHANNEL_KINDS = "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP_COMPLETE HEARTBEAT"
+CHANNEL_EVENTS = f"{CHANNEL_KINDS} CUSTOM sofia::register sofia::unregister sofia::expire"
 COMMAND_TIMEOUT = 5.0
 
 

@@ -15,12 +15,16 @@ from ..model import AUTO, DIRECTIONS, MANUAL, Binding, Call
 from ..settings import Settings
 from ..webhooks import Event, binding_changed, call_events, callback_done
 from . import sqltext
-from .connection import StoreError, _Raced, _reconnects
+from .connection import StoreError, _reconnects
 
 # How often learn() re-reads and retries when another process changed the binding meanwhile.
 _LEARN_ATTEMPTS = 20
 # Namespace of the uuids made for calls that come without one (see _with_uuid).
 _CALL_NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-4c57-9e0f-2b7d5a1c9e33")
+
+
+class _Raced(Exception):
+    """Another process wrote a learned binding that a batch write expected to be absent."""
 
 
 class CallTables:

@@ -12,10 +12,6 @@ class StoreError(ValueError):
     """Bad input for the store (unknown agent, duplicate, ...); the message is one line."""
 
 
-class _Raced(Exception):
-    """Another process wrote a learned binding that a batch write expected to be absent."""
-
-
 def _connect(url: str) -> pw.Database:
     try:
         params = db_url.parse(url)

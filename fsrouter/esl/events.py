@@ -126,7 +126,7 @@ class _Channel:
     inbound: bool
     originator: str  # for an outbound leg: the channel that originated it
     created_us: int | None = None
-    caller: str = ""
+    caller: str = ""  # as created: a later uuid_bridge may swap it (capture 13b)
     user_name: str = ""  # variable_user_name: the directory user that authenticated the call
     username: str = ""  # Caller-Username
     first_destination: str = ""  # as dialed, before any dialplan transfer rewrote it
@@ -163,7 +163,10 @@ class _Channel:
             if value:
                 setattr(self, attr, value)
 
-        latest("caller", "Caller-Caller-ID-Number")
+        # The caller ID the channel was created with: att_xfer's uuid_bridge swaps the caller ID
+        # of the client's channel for the agent's (capture 13b: its HANGUP_COMPLETE says 1001
+        # while Caller-Orig-Caller-ID-Number and the CHANNEL_CREATE keep the client's number).
+        self.caller = self.caller or _text(headers, "Caller-Caller-ID-Number")
         latest("user_name", "variable_user_name")
         latest("username", "Caller-Username")
         latest("destination", "Caller-Destination-Number")

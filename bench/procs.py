@@ -146,7 +146,7 @@ class Router:
             env = dict(os.environ, FSROUTER_DATABASE=database, FSROUTER_ESL_PORT=str(esl_port),
                        FSROUTER_LISTEN_PORT=str(listen_port), FSROUTER_LOG_FORMAT="json",
                        FSROUTER_LOG_LEVEL=log_level, FSROUTER_DRAIN_TIMEOUT="5")
-            args = [PYTHON, "-m", "fsrouter.cli", "--config", str(empty), "run"]
+            args = [PYTHON, "-m", "fsrouter", "--config", str(empty), "run"]
             marker = b"daemon.started"
         else:
             env = dict(os.environ)

@@ -503,7 +503,7 @@ class Bench:
                                      ("calls_import", calls_csv, ["calls", "import"])):
             path = self.tmp / f"cli-{what}.db"
             dbs.make_office(f"sqlite:///{path}")
-            seconds, cpu, maxrss, code, text = _timed([procs.PYTHON, "-m", "fsrouter.cli", "--db", f"sqlite:///{path}",
+            seconds, cpu, maxrss, code, text = _timed([procs.PYTHON, "-m", "fsrouter", "--db", f"sqlite:///{path}",
                                                        *args, str(csv_path)], timeout=480)
             floor = _sqlite_floor(self.tmp / f"floor-{what}.db", csv_path, what)
             out[what] = {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds),
@@ -513,7 +513,7 @@ class Bench:
                      f"{floor:.1f} s), exit {code}")
             self.row(f"CLI `{' '.join(args)}` of {rows:,} rows", f"{seconds:.1f} s", f"{floor:.1f} s (raw sqlite3)",
                      _ratio(seconds, floor), "", "ok" if code == 0 else "FAILED")
-        report = subprocess.run([procs.PYTHON, "-m", "fsrouter.cli", "report", "--help"], capture_output=True,
+        report = subprocess.run([procs.PYTHON, "-m", "fsrouter", "report", "--help"], capture_output=True,
                                 cwd=procs.ROOT, timeout=60, check=False)
         if report.returncode != 0:
             out["report"] = {"exists": False}
@@ -521,7 +521,7 @@ class Bench:
             return
         # Over the call records `calls import` just wrote (the history spans 35 days).
         path = self.tmp / "cli-calls_import.db"
-        seconds, cpu, maxrss, code, text = _timed([procs.PYTHON, "-m", "fsrouter.cli", "--db", f"sqlite:///{path}",
+        seconds, cpu, maxrss, code, text = _timed([procs.PYTHON, "-m", "fsrouter", "--db", f"sqlite:///{path}",
                                                    "report", "--since", "2000-01-01T00:00Z", "--json"], timeout=300)
         conn = sqlite3.connect(str(path))
         started = time.perf_counter()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .http_client import check_url
+from .http.client import check_url
 
 DEFAULT_CONFIG_PATH = "/etc/fsrouter/fsrouter.toml"
 LOG_FORMATS = ("auto", "json", "console")

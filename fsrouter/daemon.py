@@ -20,19 +20,19 @@ import peewee
 import structlog
 
 from . import esl  # noqa: F401  (greenswitch header fix)
-from .api import Api, ApiServer
 from .config import Config, default_database_url, load_config
-from .crm import CrmClient
+from .core.model import Call
+from .core.routing import BUSY
 from .esl.events import CallTracker
 from .esl.inbound import EventListener
 from .esl.outbound import CallRouter, OutboundServer, OutboundStats
+from .esl.presence import BusyMap, Presence, Registrations
+from .esl.sequence_watch import SequenceGapWatch
+from .http.api import Api, ApiServer
+from .http.crm import CrmClient
+from .http.outbox import Outbox, Sender
 from .logs import configure_logging
 from .metrics import Metrics
-from .model import Call
-from .outbox import Outbox, Sender
-from .presence import BusyMap, Presence, Registrations
-from .routing import BUSY
-from .sequence_watch import SequenceGapWatch
 from .service import Service
 from .store import Store
 from .systemd_notify import notify, watchdog_interval

@@ -18,7 +18,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .model import ROUTE_SOURCES
+from .core.model import ROUTE_SOURCES
 
 disable_created_metrics()  # the *_created series only add noise here
 

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from . import overrides, routing, rules
-from .model import AUTO, CRM, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
-from .numbers import NotAClient, client_or_none, normalize
-from .settings import Settings
+from .core import overrides, routing, rules
+from .core.model import AUTO, CRM, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
+from .core.numbers import NotAClient, client_or_none, normalize
+from .core.settings import Settings
 from .store import Store
 
 log = structlog.get_logger("fsrouter.service")

@@ -32,8 +32,8 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import unquote_to_bytes
 
-from fsrouter.api import Api, RateLimit
-from fsrouter.model import MANUAL
+from fsrouter.core.model import MANUAL
+from fsrouter.http.api import Api, RateLimit
 from fsrouter.service import Service
 from fsrouter.store import Store
 

@@ -24,9 +24,9 @@ from greenswitch.esl import ESLEvent
 
 import fsrouter.esl  # noqa: F401  (greenswitch's header fix, as the daemon has it)
 from fsrouter.config import Config, ConfigError, load_config
+from fsrouter.core.numbers import NotAClient, normalize
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import FrameError, FrameReader, event_headers
-from fsrouter.numbers import NotAClient, normalize
 from fsrouter.service import Service, ServiceError
 from fsrouter.store import Store
 

@@ -72,7 +72,7 @@ from urllib.parse import parse_qs
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from fsrouter import webhooks
+from fsrouter.core import webhooks
 from fsrouter.fakefs import FakeFreeSWITCH
 from fsrouter.fakefs.inbound import MALFORMED
 from fsrouter.store import Store
@@ -308,7 +308,7 @@ class Soak:
 
     def start_daemon(self) -> None:
         binary = Path(sys.executable).with_name("fsrouter")
-        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter.cli"]
+        command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FSROUTER_")}
         self.proc = subprocess.Popen(command + ["--config", str(self.config), "run"], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.dir)

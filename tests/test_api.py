@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from office import Office
 from prometheus_client.parser import text_string_to_metric_families
 
-from fsrouter.api import SPEC_PATH
 from fsrouter.cli import main
-from fsrouter.http_client import request
+from fsrouter.http.api import SPEC_PATH
+from fsrouter.http.client import request
 
 TOKEN = "t0k3n-for-tests"
 CLIENT = "+380501234567"
@@ -290,7 +290,7 @@ def test_metrics_parse_with_the_prometheus_text_parser_and_count_calls(office):
 
 
 def test_rate_limit_answers_429_to_a_flooding_address_and_recovers():
-    from fsrouter.api import Api, RateLimit
+    from fsrouter.http.api import Api, RateLimit
 
     now = [0.0]
     limit = RateLimit(rate=2, burst=3, clock=lambda: now[0])

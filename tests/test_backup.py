@@ -15,10 +15,9 @@ import pytest
 from click.testing import CliRunner
 from office import accepts, free_port
 
-from fsrouter import backup
 from fsrouter.cli import main
-from fsrouter.model import Call
-from fsrouter.store import MIGRATIONS, Store
+from fsrouter.core.model import Call
+from fsrouter.store import MIGRATIONS, Store, backup
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -67,7 +66,7 @@ def test_backup_is_one_private_self_contained_file_that_fsrouter_opens(db, tmp_p
 WRITER = """
 import sys, time
 from datetime import UTC, datetime, timedelta
-from fsrouter.model import Call
+from fsrouter.core.model import Call
 from fsrouter.store import Store
 store = Store.open(sys.argv[1])
 settings = store.settings()
@@ -181,7 +180,7 @@ def test_restore_is_refused_under_a_running_daemon(db, tmp_path):
     config.write_text(f'database = "{db}"\nesl_port = 1\nlisten_port = {listen_port}\nlog_format = "json"\n')
     config.chmod(0o600)
     binary = Path(sys.executable).with_name("fsrouter")
-    command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter.cli"]
+    command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSROUTER_")}
     daemon = subprocess.Popen(command + ["--config", str(config), "run"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, env=env)

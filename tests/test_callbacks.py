@@ -6,12 +6,12 @@ import json
 import pytest
 from test_missed import ANNA, BORYS, call, missed
 
-from fsrouter.missed import closed_by
-from fsrouter.model import INBOUND, OUTBOUND
-from fsrouter.outbox import Outbox
-from fsrouter.settings import Settings
+from fsrouter.core.missed import closed_by
+from fsrouter.core.model import INBOUND, OUTBOUND
+from fsrouter.core.settings import Settings
+from fsrouter.core.webhooks import CALLBACK_DONE, callback_done
+from fsrouter.http.outbox import Outbox
 from fsrouter.store import Store
-from fsrouter.webhooks import CALLBACK_DONE, callback_done
 
 
 @pytest.fixture

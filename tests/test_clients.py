@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from office import cli_office
 
-from fsrouter.model import AUTO, MANUAL, Agent, Binding, Call, Group
-from fsrouter.routing import decide
+from fsrouter.core.model import AUTO, MANUAL, Agent, Binding, Call, Group
+from fsrouter.core.routing import decide
+from fsrouter.core.settings import Settings
 from fsrouter.service import Service
-from fsrouter.settings import Settings
 from fsrouter.store import Store, StoreError
 
 HOME, MOBILE, OFFICE = "+380441234567", "+380501234567", "+380671112233"

@@ -10,10 +10,10 @@ from http_fakes import FakeCrm
 from office import Office
 
 from fsrouter.config import ConfigError, CrmLookup, load_config
-from fsrouter.crm import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CrmClient
-from fsrouter.model import AUTO, CRM, MANUAL, Agent, Binding, Group
-from fsrouter.routing import decide
-from fsrouter.settings import Settings
+from fsrouter.core.model import AUTO, CRM, MANUAL, Agent, Binding, Group
+from fsrouter.core.routing import decide
+from fsrouter.core.settings import Settings
+from fsrouter.http.crm import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CrmClient
 
 CLIENT = "+380501234567"
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

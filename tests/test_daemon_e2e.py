@@ -6,7 +6,7 @@ import peewee
 import pytest
 from office import Office, hears, wait_until, without_uuids
 
-from fsrouter.numbers import normalize
+from fsrouter.core.numbers import normalize
 
 CLIENT = "0501234567"
 CLIENT_E164 = normalize(CLIENT, "UA")
@@ -37,7 +37,7 @@ def test_bound_agent_silent_then_fallback_agent_answers_and_becomes_the_binding(
     office.store.remove_bindings(CLIENT_E164, ("manual",))
     from datetime import UTC, datetime, timedelta
 
-    from fsrouter.model import Call
+    from fsrouter.core.model import Call
     now = datetime.now(UTC)
     office.store.record_call(Call("outbound", CLIENT_E164, "1001", now - timedelta(minutes=5),
                                   now - timedelta(minutes=4), uuid="earlier"), office.store.settings())

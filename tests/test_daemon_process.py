@@ -19,7 +19,7 @@ def start_daemon(tmp_path, esl_port: int, listen_port: int, **extra):
                FSROUTER_LISTEN_PORT=str(listen_port), FSROUTER_DRAIN_TIMEOUT="20",
                FSROUTER_LOG_FORMAT="json", **extra)
     log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115  (the daemon's stdout for its whole life)
-    return subprocess.Popen([sys.executable, "-m", "fsrouter.cli", "run"], env=env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "fsrouter", "run"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 

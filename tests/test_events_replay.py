@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from captures import captures_dir
 
+from fsrouter.core.model import INBOUND, OUTBOUND
+from fsrouter.core.rules import learn
+from fsrouter.core.settings import Settings
+from fsrouter.core.webhooks import CALL_TRANSFERRED, call_events
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import event_headers, parse_stream
 from fsrouter.esl.inbound import CHANNEL_KINDS
-from fsrouter.model import INBOUND, OUTBOUND
-from fsrouter.rules import learn
-from fsrouter.settings import Settings
-from fsrouter.webhooks import CALL_TRANSFERRED, call_events
 
 AGENTS = {"1001", "1002", "1003", "1004"}
 REGION = "UA"

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from fsrouter.core.model import INBOUND, OUTBOUND, Call
+from fsrouter.core.rules import learn
+from fsrouter.core.settings import Settings
 from fsrouter.esl.events import LINGER, CallTracker
-from fsrouter.model import INBOUND, OUTBOUND, Call
-from fsrouter.rules import learn
-from fsrouter.settings import Settings
 
 AGENTS = frozenset({"1001", "1002", "1003", "1004"})
 CLIENT = "+380501234567"

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from fsrouter.api import MAX_BODY, ApiServer
+from fsrouter.http.api import MAX_BODY, ApiServer
 from fsrouter.service import parse_time
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"

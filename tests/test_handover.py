@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from office import cli_office
 
-from fsrouter.model import AUTO, MANUAL, Call
+from fsrouter.core.model import AUTO, MANUAL, Call
+from fsrouter.core.settings import Settings
 from fsrouter.service import Service
-from fsrouter.settings import Settings
 from fsrouter.store import Store, StoreError
 
 A, B, C = "+380501234567", "+380671112233", "+380931234567"

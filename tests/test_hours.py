@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from office import cli_office
 
-from fsrouter import hours, overrides
-from fsrouter.model import AUTO, Agent, Binding, Group
-from fsrouter.routing import decide
-from fsrouter.settings import Settings
+from fsrouter.core import hours, overrides
+from fsrouter.core.model import AUTO, Agent, Binding, Group
+from fsrouter.core.routing import decide
+from fsrouter.core.settings import Settings
 
 CLIENT = "+380501234567"
 # 2024-05-01 was a Wednesday; Kyiv is UTC+3 in May (summer time), UTC+2 in January.
@@ -190,7 +190,7 @@ def test_route_shows_which_value_came_from_where(fsrouter):
 
 
 def test_group_learn_from_beats_the_global_one_when_calls_are_recorded(fsrouter):
-    from fsrouter.model import Call
+    from fsrouter.core.model import Call
     from fsrouter.service import Service
     from fsrouter.store import Store
     fsrouter("group", "set", "sales", "--learn-from", "outbound")

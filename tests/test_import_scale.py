@@ -14,8 +14,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from test_store import _postgres_schema_url as _postgres
 
-from fsrouter import report
-from fsrouter.model import Call
+from fsrouter.core import report
+from fsrouter.core.model import Call
 from fsrouter.store import Store, StoreError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

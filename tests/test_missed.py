@@ -1,4 +1,4 @@
-"""Missed calls and callbacks: the pure rules (fsrouter.missed), the store's rows and history
+"""Missed calls and callbacks: the pure rules (fsrouter.core.missed), the store's rows and history
 (SQLite and PostgreSQL), `fsrouter calls missed`, and the daemon recording what they need."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from test_store import _postgres_schema_url, store, store_url  # noqa: F401  (fi
 
 from fsrouter import store as store_module
 from fsrouter.cli import main
-from fsrouter.missed import ANSWERED_AGAIN, CALLBACK, bound_agent, missed_calls
-from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Binding, Call
-from fsrouter.settings import Settings
+from fsrouter.core.missed import ANSWERED_AGAIN, CALLBACK, bound_agent, missed_calls
+from fsrouter.core.model import AUTO, INBOUND, MANUAL, OUTBOUND, Binding, Call
+from fsrouter.core.settings import Settings
 from fsrouter.store import Store
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

@@ -23,11 +23,11 @@ from office import AGENTS, settle
 from structlog.testing import capture_logs
 
 from fsrouter.config import Config
+from fsrouter.core.model import AUTO
 from fsrouter.daemon import Daemon
 from fsrouter.esl.events import CallTracker
+from fsrouter.esl.sequence_watch import SequenceGapWatch
 from fsrouter.fakefs import FakeFreeSWITCH
-from fsrouter.model import AUTO
-from fsrouter.sequence_watch import SequenceGapWatch
 from fsrouter.service import Service
 from fsrouter.store import Store
 

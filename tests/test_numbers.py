@@ -2,7 +2,7 @@
 anything else are never clients."""
 import pytest
 
-from fsrouter.numbers import NotAClient, client_or_none, normalize
+from fsrouter.core.numbers import NotAClient, client_or_none, normalize
 
 
 def test_same_client_in_three_forms_is_one_client_in_region_ua():

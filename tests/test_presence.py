@@ -8,16 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from fsrouter.cli import main
-from fsrouter.model import AUTO, MANUAL, SEQUENTIAL, Agent, Binding, Group
-from fsrouter.presence import (
+from fsrouter.core.model import AUTO, MANUAL, SEQUENTIAL, Agent, Binding, Group
+from fsrouter.core.routing import AVAILABLE, BUSY, DND, OFFLINE, decide
+from fsrouter.core.settings import Settings
+from fsrouter.esl.presence import (
     BusyMap,
     Presence,
     Registrations,
     contact_target,
     read_contact,
 )
-from fsrouter.routing import AVAILABLE, BUSY, DND, OFFLINE, decide
-from fsrouter.settings import Settings
 
 CLIENT = "+380501234567"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

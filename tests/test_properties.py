@@ -6,11 +6,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Agent, Binding, Call, Group
-from fsrouter.numbers import NotAClient, normalize
-from fsrouter.routing import decide
-from fsrouter.rules import learn, qualifies
-from fsrouter.settings import Settings, format_duration, parse_duration
+from fsrouter.core.model import AUTO, INBOUND, MANUAL, OUTBOUND, Agent, Binding, Call, Group
+from fsrouter.core.numbers import NotAClient, normalize
+from fsrouter.core.routing import decide
+from fsrouter.core.rules import learn, qualifies
+from fsrouter.core.settings import Settings, format_duration, parse_duration
 
 FAST = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLIENT = "+380501234567"

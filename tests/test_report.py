@@ -1,4 +1,4 @@
-"""`fsrouter report`: the figures (fsrouter.report), the page (fsrouter.report_html) as headless
+"""`fsrouter report`: the figures (fsrouter.core.report), the page (fsrouter.http.report_html) as headless
 Chromium shows it, and the command."""
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from fsrouter import report
 from fsrouter.cli import main
-from fsrouter.missed import missed_calls
-from fsrouter.model import INBOUND, OUTBOUND, Call
-from fsrouter.report_html import render
-from fsrouter.settings import Settings
+from fsrouter.core import report
+from fsrouter.core.missed import missed_calls
+from fsrouter.core.model import INBOUND, OUTBOUND, Call
+from fsrouter.core.settings import Settings
+from fsrouter.http.report_html import render
 from fsrouter.store import Store
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

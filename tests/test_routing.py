@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fsrouter.model import (
+from fsrouter.core.model import (
     AUTO,
     MANUAL,
     SEQUENTIAL,
@@ -16,8 +16,8 @@ from fsrouter.model import (
     RoutePlan,
     default_dial_string,
 )
-from fsrouter.routing import REASONS, decide, fallback_legs
-from fsrouter.settings import Settings
+from fsrouter.core.routing import REASONS, decide, fallback_legs
+from fsrouter.core.settings import Settings
 
 CLIENT = "+380501234567"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Binding, Call
-from fsrouter.rules import is_current, learn, qualifies
-from fsrouter.settings import Settings
+from fsrouter.core.model import AUTO, INBOUND, MANUAL, OUTBOUND, Binding, Call
+from fsrouter.core.rules import is_current, learn, qualifies
+from fsrouter.core.settings import Settings
 
 CLIENT = "+380501234567"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -76,7 +76,7 @@ def test_the_password_never_reaches_the_log_even_when_freeswitch_refuses_it(tmp_
         f'api_listen = "127.0.0.1:{_free_port()}"\napi_token = "{API_TOKEN}"\n'
         f'webhook_urls = ["http://127.0.0.1:9/hook"]\nwebhook_secret = "{WEBHOOK_SECRET}"\n'))
     binary = Path(sys.executable).with_name("fsrouter")
-    command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter.cli"]
+    command = [str(binary)] if binary.exists() else [sys.executable, "-m", "fsrouter"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSROUTER_")}
     proc = subprocess.Popen(command + ["--config", path, "run"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)

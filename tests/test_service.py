@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fsrouter.model import AUTO, MANUAL, Call
+from fsrouter.core.model import AUTO, MANUAL, Call
 from fsrouter.service import Service, ServiceError, spreadsheet_safe, spreadsheet_unescape
 from fsrouter.store import Store
 

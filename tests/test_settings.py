@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from fsrouter.settings import SETTINGS, Settings, format_duration, parse_bool, parse_duration
+from fsrouter.core.settings import SETTINGS, Settings, format_duration, parse_bool, parse_duration
 
 KEYS = ["lookback", "sticky_timeout", "min_talk", "mode", "learn_from", "outbound_requires_answer",
         "fallback_excludes_sticky", "default_region", "sources", "max_sticky_misses"]

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsrouter import rules
 from fsrouter import store as store_module
-from fsrouter.model import AUTO, INBOUND, MANUAL, OUTBOUND, Call
-from fsrouter.settings import Settings
+from fsrouter.core import rules
+from fsrouter.core.model import AUTO, INBOUND, MANUAL, OUTBOUND, Call
+from fsrouter.core.settings import Settings
 from fsrouter.store import Store, StoreError, sqltext
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

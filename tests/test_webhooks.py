@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from http_fakes import Receiver
 from office import Office, wait_until
 
-from fsrouter import webhooks
 from fsrouter.cli import main
 from fsrouter.config import ConfigError, load_config
+from fsrouter.core import webhooks
+from fsrouter.core.model import Call
+from fsrouter.core.settings import Settings
 from fsrouter.daemon import Daemon
-from fsrouter.model import Call
-from fsrouter.outbox import DEAD, PENDING, SENT, Outbox, Sender
-from fsrouter.settings import Settings
+from fsrouter.http.outbox import DEAD, PENDING, SENT, Outbox, Sender
 from fsrouter.store import Store
 
 SECRET = "whsec-test"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from ..model import SEQUENTIAL, Leg
+from ..core.model import SEQUENTIAL, Leg
 
 # A dial string may open with {channel variables} for the whole originate; per-leg variables go in
 # [..]. We turn a leading {..} into [..] so it can sit beside this leg's own leg_timeout.

@@ -66,8 +66,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..model import INBOUND, OUTBOUND, Call
-from ..numbers import client_or_none
+from ..core.model import INBOUND, OUTBOUND, Call
+from ..core.numbers import client_or_none
 
 # How long (event time) a hung-up client call waits for its agent legs' hang-ups. They come
 # within milliseconds; this only bounds the wait when one is lost.

@@ -16,7 +16,7 @@ import structlog
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from ..model import RoutePlan
+from ..core.model import RoutePlan
 from .dialstring import bridge_args, leg_string, multiset_args
 from .session import RouterSession, SessionGone
 

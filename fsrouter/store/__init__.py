@@ -16,7 +16,7 @@ from typing import Self
 import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
-from ..settings import Settings
+from ..core.settings import Settings
 from . import sqltext
 from .agents import AgentTables
 from .bindings import BindingTables

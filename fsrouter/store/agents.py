@@ -5,8 +5,8 @@ import json
 import re
 from datetime import timedelta
 
-from .. import hours, overrides
-from ..model import (
+from ..core import hours, overrides
+from ..core.model import (
     EXTENSION_RE,
     GROUP_NAME_RE,
     SCOPE_ANY,

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import peewee as pw
 
-from ..model import AUTO, MANUAL, SOURCES, Binding, Call
-from ..settings import Settings
-from ..webhooks import binding_changed
+from ..core.model import AUTO, MANUAL, SOURCES, Binding, Call
+from ..core.settings import Settings
+from ..core.webhooks import binding_changed
 from . import sqltext
 from .calls import _sticky_agent
 from .clients import _require_client

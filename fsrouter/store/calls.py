@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import peewee as pw
 
-from .. import rules
-from ..missed import CALLBACK, closed_by, closes_missed
-from ..model import AUTO, DIRECTIONS, MANUAL, Binding, Call
-from ..settings import Settings
-from ..webhooks import Event, binding_changed, call_events, callback_done
+from ..core import rules
+from ..core.missed import CALLBACK, closed_by, closes_missed
+from ..core.model import AUTO, DIRECTIONS, MANUAL, Binding, Call
+from ..core.settings import Settings
+from ..core.webhooks import Event, binding_changed, call_events, callback_done
 from . import sqltext
 from .connection import StoreError, _reconnects
 

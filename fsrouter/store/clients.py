@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from ..model import AUTO, Binding
+from ..core.model import AUTO, Binding
 from . import sqltext
 from .connection import StoreError, _reconnects
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import peewee as pw
 
-from ..model import SCOPE_ANY, SIMULTANEOUS
+from ..core.model import SCOPE_ANY, SIMULTANEOUS
 
 
 class UTCDateTimeField(pw.DateTimeField):

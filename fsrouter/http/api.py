@@ -21,13 +21,13 @@ import gevent.pool
 import structlog
 from gevent.pywsgi import WSGIServer
 
-from . import rules
-from .model import MANUAL
-from .numbers import NotAClient
-from .service import Service, ServiceError, parse_time
-from .store import StoreError
+from ..core import rules
+from ..core.model import MANUAL
+from ..core.numbers import NotAClient
+from ..service import Service, ServiceError, parse_time
+from ..store import StoreError
 
-log = structlog.get_logger("fsrouter.api")
+log = structlog.get_logger("fsrouter.http.api")
 
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 MAX_BODY = 16 * 1024

@@ -16,13 +16,13 @@ import click
 import peewee
 import structlog
 
-from . import routing, rules
-from .config import ConfigError, default_database_url, load_config
-from .model import AUTO, MANUAL, SCOPE_ANY, SIMULTANEOUS, STICKY_SCOPES, STRATEGIES
-from .numbers import NotAClient
-from .service import Service, ServiceError, parse_time
-from .settings import SETTINGS, format_duration, parse_duration
-from .store import Store, StoreError
+from ..config import ConfigError, default_database_url, load_config
+from ..core import routing, rules
+from ..core.model import AUTO, MANUAL, SCOPE_ANY, SIMULTANEOUS, STICKY_SCOPES, STRATEGIES
+from ..core.numbers import NotAClient
+from ..core.settings import SETTINGS, format_duration, parse_duration
+from ..service import Service, ServiceError, parse_time
+from ..store import Store, StoreError
 
 log = structlog.get_logger("fsrouter.cli")
 # What bad input, a missing file or an unreachable database raise; each becomes one line.
@@ -212,7 +212,7 @@ def agent_list(app, as_json):
 def agent_disable(app, ext, handover_to):
     """Stop ringing agent EXT. Their learned bindings are released (the clients' next calls
     teach new ones); manual ones stay for a human (`binding list --stale`)."""
-    from .cli_presence import release_after_leaving
+    from .presence import release_after_leaving
 
     with app.store.transaction():
         app.store.set_agent_enabled(ext, False)
@@ -236,7 +236,7 @@ def agent_enable(app, ext):
 def agent_rm(app, ext, handover_to):
     """Delete agent EXT. Their learned bindings are released; manual ones stay, shown by
     `binding list --stale`; --handover-to moves them all in one step."""
-    from .cli_presence import release_after_leaving
+    from .presence import release_after_leaving
 
     with app.store.transaction():
         app.store.remove_agent(ext)
@@ -532,8 +532,8 @@ def _missed_dict(row) -> dict:
 @pass_app
 def calls_missed(app, only_open, since, as_json):
     """Inbound calls nobody answered, and who called back after how long; bound agent first."""
-    from .missed import missed_calls
-    from .report_html import human_duration
+    from ..core.missed import missed_calls
+    from ..http.report_html import human_duration
 
     start = _since(since, datetime.now(UTC))
     rows_in, bindings = _missed_rows(app, start)
@@ -557,9 +557,9 @@ def calls_missed(app, only_open, since, as_json):
 @pass_app
 def report_command(app, since, group_name, as_json, html_file):
     """Per agent and in total: offered, answered, sticky hit rate, fallbacks, rebinds, missed, callbacks."""
-    from . import report as reporting
-    from . import report_html
-    from .missed import missed_calls
+    from ..core import report as reporting
+    from ..core.missed import missed_calls
+    from ..http import report_html
 
     if group_name is not None and group_name not in app.store.groups():
         raise ValueError(f"unknown group {group_name!r}")
@@ -605,7 +605,7 @@ def outbox():
 @pass_app
 def outbox_list(app, show_all, limit, as_json):
     """Show pending and dead (given up) deliveries, oldest first."""
-    from .outbox import DEAD, PENDING, SENT, Outbox
+    from ..http.outbox import DEAD, PENDING, SENT, Outbox
 
     box = Outbox(app.store)
     entries = box.entries((PENDING, DEAD, SENT) if show_all else (PENDING, DEAD), limit=limit or None)
@@ -623,7 +623,7 @@ def outbox_list(app, show_all, limit, as_json):
 @pass_app
 def outbox_retry(app, ids):
     """Try pending and dead deliveries (these IDs, default all) again now."""
-    from .outbox import Outbox
+    from ..http.outbox import Outbox
 
     count = Outbox(app.store).retry(ids or None)
     click.echo(f"{count} deliver{'ies' if count != 1 else 'y'} will be tried again now")
@@ -635,7 +635,7 @@ def outbox_retry(app, ids):
 @pass_app
 def outbox_purge(app, dead, everything):
     """Drop delivered events (and, if asked, dead or all ones)."""
-    from .outbox import DEAD, PENDING, SENT, Outbox
+    from ..http.outbox import DEAD, PENDING, SENT, Outbox
 
     states = (SENT, DEAD, PENDING) if everything else (SENT, DEAD) if dead else (SENT,)
     count = Outbox(app.store).purge(states)
@@ -659,16 +659,16 @@ def outbox_purge(app, dead, everything):
 def route(app, client, group_name, at, live, as_json):
     """Dry run: who a call from CLIENT to group G would ring, and why."""
     number = app.service.normalize(client)  # garbage is an error here, not a "not a client" plan
-    from .crm import CrmClient
+    from ..http.crm import CrmClient
 
     answer = app.service.crm_answer(number, CrmClient.from_config(app.config))  # the CRM, when configured
     if live:
-        from .cli_presence import live_presence
+        from .presence import live_presence
 
         app.service.presence = live_presence(app.config)
     plan = app.service.route(number, group_name, now=parse_time(at) if at else None, crm=answer)
     if as_json:
-        from .cli_presence import route_settings
+        from .presence import route_settings
 
         return _echo_json({**plan.as_dict(), "settings": route_settings(app, group_name)})
     click.echo(f"client    {plan.client}")
@@ -684,7 +684,7 @@ def route(app, client, group_name, at, live, as_json):
                    f"{format_duration(plan.fallback[0].timeout)})")
     else:
         click.echo("fallback  nobody: the group has no enabled members")
-    from .cli_presence import echo_route_settings
+    from .presence import echo_route_settings
 
     echo_route_settings(app, group_name)
 
@@ -704,7 +704,7 @@ def db_group():
 @pass_app
 def db_backup(app, file):
     """Copy the database to FILE (0600), consistent, while the daemon keeps routing."""
-    from . import backup
+    from ..store import backup
 
     summary = backup.backup(app.config.database or default_database_url(), file)
     click.echo(f"backed up to {file}: {summary.describe()}")
@@ -722,7 +722,7 @@ def db_restore(app, file, force):
 
     Refused while the database is in use (fsrouter run): stop the daemon first, or --force.
     """
-    from . import backup
+    from ..store import backup
 
     summary, saved = backup.restore(app.config.database or default_database_url(), file, force=force)
     if saved is not None:
@@ -736,7 +736,7 @@ def db_restore(app, file, force):
 @pass_app
 def run(app):
     """Run the router daemon (what the systemd unit starts)."""
-    from .daemon import run_daemon
+    from ..daemon import run_daemon
     sys.exit(run_daemon(app.config, app.config_path))
 
 
@@ -744,11 +744,11 @@ def run(app):
 @click.option("--speed", type=float, default=1.0, show_default=True, help="How much faster than real time.")
 def demo(speed):
     """Watch fsrouter route an office day against a bundled fake FreeSWITCH."""
-    from .demo import run_demo
+    from ..demo import run_demo
     run_demo(speed=speed)
 
 
-from . import cli_presence  # noqa: F401  (presence, hours, clients: registers its commands)
+from . import presence as cli_presence  # noqa: F401  (presence, hours, clients: registers its commands)
 
 if __name__ == "__main__":
     main()

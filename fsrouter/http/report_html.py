@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
-from .report import Report
+from ..core.report import Report
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff}

@@ -27,10 +27,10 @@ from urllib.parse import quote
 import gevent
 import structlog
 
-from . import http_client
-from .config import CrmLookup
+from ..config import CrmLookup
+from . import client as http_client
 
-log = structlog.get_logger("fsrouter.crm")
+log = structlog.get_logger("fsrouter.http.crm")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from . import hours, overrides
-from .cli import _echo_json, _example, _table, agent, binding, group, main, pass_app
-from .settings import parse_bool
+from ..core import hours, overrides
+from ..core.settings import parse_bool
+from . import _echo_json, _example, _table, agent, binding, group, main, pass_app
 
 _ON_OFF = click.Choice(["on", "off"], case_sensitive=False)
 
@@ -198,7 +198,7 @@ def live_presence(config, timeout: float = 3.0):
     import gevent
     from greenswitch.esl import InboundESL, NotConnectedError
 
-    from .presence import Presence, Registrations
+    from ..esl.presence import Presence, Registrations
 
     conn = InboundESL(config.esl_host, config.esl_port, config.esl_password, timeout=timeout)
     where = f"{config.esl_host}:{config.esl_port}"

@@ -23,9 +23,10 @@ import gevent.event
 import gevent.pool
 import structlog
 
-from . import http_client, webhooks
+from ..core import webhooks
+from . import client as http_client
 
-log = structlog.get_logger("fsrouter.outbox")
+log = structlog.get_logger("fsrouter.http.outbox")
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
 STATES = (PENDING, SENT, DEAD)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from playhouse import db_url
 
-from .store import MIGRATIONS, StoreError
-from .store.connection import _redact
+from . import MIGRATIONS, StoreError
+from .connection import _redact
 
 _TABLES = {"agents": "agent", "groups": "agent_group", "bindings": "binding", "call_records": "call_record"}
 # In WAL mode every open connection holds a shared lock on this byte of the -shm file (SQLite's

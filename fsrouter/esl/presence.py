@@ -29,9 +29,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 import gevent
 import structlog
 
-from .routing import AVAILABLE, BUSY, OFFLINE
+from ..core.routing import AVAILABLE, BUSY, OFFLINE
 
-log = structlog.get_logger("fsrouter.presence")
+log = structlog.get_logger("fsrouter.esl.presence")
 
 # `user/<ext>@<domain>`, optionally after [leg] or {global} variables: the only dial strings whose
 # registration FreeSWITCH can be asked about. Gateways and the like are never checked.

@@ -1,0 +1,78 @@
+"""The live stream inside the daemon: the listener publishes call transitions, pages read them.
+
+One publisher (the event listener's greenlet), any number of readers (each open screen pop or
+board holds one subscription). publish() never blocks: a reader that falls `capacity`
+transitions behind loses its oldest ones and is told so (`Subscription.dropped`), so a stalled
+browser can never slow the events of the switch. The hub also keeps the calls in progress,
+folded from the same transitions, for a page that opens in the middle of a call.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import gevent.event
+
+from .core.live import ANSWERED, ENDED, MISSED, RINGING, TRANSFERRED, Transition
+
+
+class Subscription:
+    def __init__(self, hub: Hub, accept: Callable[[Transition], bool], capacity: int):
+        self._hub = hub
+        self._accept = accept
+        self._queue: deque[Transition] = deque(maxlen=capacity)
+        self._ready = gevent.event.Event()
+        self.dropped = 0
+
+    def _offer(self, transition: Transition) -> None:
+        if not self._accept(transition):
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(transition)
+        self._ready.set()
+
+    def get(self, timeout: float | None = None) -> list[Transition]:
+        """What arrived since the last call, waiting up to `timeout` for something ([] then)."""
+        if not self._queue:
+            self._ready.clear()
+            self._ready.wait(timeout)
+        out = list(self._queue)
+        self._queue.clear()
+        return out
+
+    def close(self) -> None:
+        self._hub._subscriptions.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Hub:
+    def __init__(self, capacity: int = 1000):
+        self.capacity = capacity
+        self._subscriptions: set[Subscription] = set()
+        self.in_progress: dict[str, list[Transition]] = {}  # call uuid -> its story so far
+        self.published = 0
+
+    def publish(self, transition: Transition) -> None:
+        self.published += 1
+        if transition.kind in (MISSED, ENDED):
+            self.in_progress.pop(transition.call_uuid, None)
+        elif transition.kind in (RINGING, ANSWERED, TRANSFERRED):
+            self.in_progress.setdefault(transition.call_uuid, []).append(transition)
+        for subscription in list(self._subscriptions):
+            subscription._offer(transition)
+
+    def subscribe(self, accept: Callable[[Transition], bool] = lambda _t: True,
+                  capacity: int | None = None) -> Subscription:
+        subscription = Subscription(self, accept, capacity or self.capacity)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def calls(self) -> Iterator[list[Transition]]:
+        """The story so far of each call in progress, oldest call first."""
+        return iter(list(self.in_progress.values()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Self
 
 import gevent.event
 
@@ -44,7 +45,7 @@ class Subscription:
     def close(self) -> None:
         self._hub._subscriptions.discard(self)
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

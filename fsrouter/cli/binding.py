@@ -1,0 +1,162 @@
+"""`fsrouter binding ...`: which agent a client rings first, and who they are kept away from."""
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+import click
+import structlog
+
+from ..core import rules
+from ..core.model import AUTO, MANUAL
+from .common import command_group, echo_json, example, iso, pass_app, positive_duration, table
+
+log = structlog.get_logger("fsrouter.cli")
+
+def _binding_state(binding, agents, settings, now) -> str:
+    """'active', or why the binding cannot route (a routing.REASONS key)."""
+    if not rules.is_current(binding, settings, now):
+        return "expired"
+    agent = agents.get(binding.agent)
+    if agent is None:
+        return "agent_unknown"
+    return "active" if agent.enabled else "agent_disabled"
+
+
+def _binding_dict(binding, state) -> dict:
+    return {"client": binding.client, "agent": binding.agent, "source": binding.source,
+            "at": iso(binding.at), "expires_at": iso(binding.expires_at), "why": binding.why,
+            "call_uuid": binding.call_uuid, "state": state}
+
+
+@command_group(epilog=example("fsrouter binding set 0501234567 1001", "fsrouter binding show 0501234567"))
+def binding():
+    """Bindings: which agent a client rings first."""
+
+
+@binding.command("set", epilog=example("fsrouter binding set 0501234567 1001",
+                                        "fsrouter binding set +380501234567 1002 --expires 14d"))
+@click.argument("client")
+@click.argument("ext")
+@click.option("--expires", metavar="DURATION", help="Stop routing after this long (e.g. 14d); default never.")
+@pass_app
+def binding_set(app, client, ext, expires):
+    """Bind CLIENT to agent EXT by hand (learning never overwrites it)."""
+    now = datetime.now(UTC)
+    expires_at = now + positive_duration(expires, "--expires") if expires else None
+    made = app.store.set_manual_binding(app.service.normalize(client), ext, now, expires_at=expires_at)
+    until = f" until {iso(made.expires_at)}" if made.expires_at else ""
+    click.echo(f"bound {made.client} to {made.agent}{until}")
+    if not app.store.agents()[ext].enabled:
+        log.warning("binding.agent_disabled", agent=ext,
+                    detail="the binding routes only once the agent is enabled again")
+
+
+@binding.command("show", epilog=example("fsrouter binding show 0501234567 --json"))
+@click.argument("client")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def binding_show(app, client, as_json):
+    """Show CLIENT's manual and learned bindings, with when, why and whether they route."""
+    number = app.service.normalize(client)
+    found = app.store.bindings_for(app.store.client_of(number)[0])  # a linked number shows its client's
+    agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
+    rows = [_binding_dict(found[s], _binding_state(found[s], agents, settings, now))
+            for s in (MANUAL, AUTO) if s in found]
+    if as_json:
+        return echo_json({"client": number, "bindings": rows})
+    if not rows:
+        return click.echo(f"{number} has no bindings")
+    table(("SOURCE", "AGENT", "STATE", "SINCE", "EXPIRES", "WHY"),
+           [(r["source"], r["agent"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
+            for r in rows])
+
+
+@binding.command("rm", epilog=example("fsrouter binding rm 0501234567 --learned"))
+@click.argument("client")
+@click.option("--learned", "which", flag_value="learned", help="Only the learned binding.")
+@click.option("--manual", "which", flag_value="manual", help="Only the manual binding.")
+@click.option("--all", "which", flag_value="all", default=True, help="Both (the default).")
+@pass_app
+def binding_rm(app, client, which):
+    """Remove CLIENT's bindings."""
+    sources = {"learned": (AUTO,), "manual": (MANUAL,), "all": (MANUAL, AUTO)}[which]
+    number = app.service.normalize(client)
+    removed = app.store.remove_bindings(number, sources)
+    click.echo(f"removed {removed} binding{'s' if removed != 1 else ''} of {number}")
+
+
+@binding.command("list", epilog=example("fsrouter binding list --agent 1001",
+                                         "fsrouter binding list --stale --json"))
+@click.option("--agent", "ext", metavar="EXT", help="Only this agent's bindings.")
+@click.option("--stale", is_flag=True,
+              help="Only bindings that cannot route: agent disabled or deleted, expired.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def binding_list(app, ext, stale, as_json):
+    """List bindings."""
+    agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
+    found = app.store.list_bindings(agent=ext, stale=stale, now=now, settings=settings)
+    rows = [_binding_dict(b, _binding_state(b, agents, settings, now)) for b in found]
+    if as_json:
+        return echo_json(rows)
+    table(("CLIENT", "AGENT", "SOURCE", "STATE", "SINCE", "EXPIRES", "WHY"),
+           [(r["client"], r["agent"], r["source"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
+            for r in rows])
+
+
+@binding.command("import", epilog=example("fsrouter binding import crm.csv   # lines: client,agent"))
+@click.argument("file", metavar="FILE.csv")
+@pass_app
+def binding_import(app, file):
+    """Set manual bindings from a CSV of client,agent; a bad line imports nothing."""
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        count = app.service.import_bindings_csv(handle)
+    click.echo(f"imported {count} binding{'s' if count != 1 else ''}")
+
+
+@binding.command("export", epilog=example("fsrouter binding export > bindings.csv"))
+@click.option("-o", "--output", metavar="FILE", help="Write here instead of standard output.")
+@pass_app
+def binding_export(app, output):
+    """Write client,agent CSV: the agent each client's next call rings first."""
+    if output:
+        with open(output, "w", newline="", encoding="utf-8") as handle:
+            app.service.export_bindings_csv(handle)
+    else:
+        app.service.export_bindings_csv(sys.stdout)
+
+
+@binding.command("block", epilog=example("fsrouter binding block 0501234567 1002"))
+@click.argument("client_number", metavar="CLIENT")
+@click.argument("ext")
+@pass_app
+def binding_block(app, client_number, ext):
+    """Keep CLIENT away from agent EXT: never its sticky agent, by any source."""
+    owner, dropped = app.store.block(app.service.normalize(client_number), ext)
+    click.echo(f"client {owner} is kept away from {ext}"
+               + (f" (dropped the learned binding to {ext})" if dropped else ""))
+    manual = app.store.bindings_for(owner).get("manual")
+    if manual is not None and manual.agent == ext:
+        click.echo(f"the manual binding of {owner} names {ext}: it no longer routes (binding set/rm it)")
+
+
+@binding.command("unblock", epilog=example("fsrouter binding unblock 0501234567 1002"))
+@click.argument("client_number", metavar="CLIENT")
+@click.argument("ext")
+@pass_app
+def binding_unblock(app, client_number, ext):
+    """Let agent EXT be CLIENT's sticky agent again."""
+    removed = app.store.unblock(app.service.normalize(client_number), ext)
+    click.echo(f"unblocked {ext}" if removed else f"{ext} was not blocked")
+
+
+@binding.command("blocks", epilog=example("fsrouter binding blocks --json"))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def binding_blocks(app, as_json):
+    """List which clients are kept away from which agents."""
+    rows = app.store.blocks()
+    if as_json:
+        return echo_json([{"client": c, "agent": a} for c, a in rows])
+    table(("CLIENT", "AGENT"), rows)

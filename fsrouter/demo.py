@@ -7,7 +7,6 @@ the tests. Only the clock of the fake runs fast.
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -105,8 +104,7 @@ class Demo:
                 gevent.sleep(0.02)
 
     def report_bindings(self) -> None:
-        now = datetime.now(UTC)
-        for binding in self.store.list_bindings(now=now):
+        for binding in self.store.list_bindings():
             before = self.seen.get(binding.client)
             if before != binding.agent:
                 was = f"was {AGENTS[before]}" if before else "new"

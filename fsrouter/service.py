@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from .core import overrides, routing, rules
-from .core.model import AUTO, CRM, DIRECTIONS, MANUAL, Agent, Binding, Call, Group, RoutePlan
+from .core import overrides, ownership, routing
+from .core.model import CRM, DIRECTIONS, Agent, Binding, Call, Group, RoutePlan
 from .core.numbers import NotAClient, client_or_none, normalize
 from .core.settings import Settings
 from .store import Store
@@ -45,6 +45,20 @@ class _Snapshot:
     agents: dict[str, Agent]
     groups: dict[str, Group]
     loaded_at: float  # clock() as a timestamp
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What ownership.decide says of one client's bindings where a sysadmin looks (binding show
+    and list, the push API): presence unknown (a stored do-not-disturb aside)."""
+    anywhere: ownership.Ownership  # without a group: global settings, no sticky scope or hours
+    groups: dict[str, ownership.Ownership]  # in each group, now
+    stale: dict[str, str]  # source -> why it routes in no group at any hour (ownership.lasting)
+
+    def state(self, source: str) -> str:
+        """The one word shown for a binding: why it never routes, else ACTIVE or why not now."""
+        verdict = self.anywhere.of(source)
+        return self.stale.get(source) or (verdict.state if verdict else ownership.ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -131,11 +145,17 @@ class Service:
             return None
         agents = snapshot.agents
         by_crm_id = {a.crm_id: a for a in agents.values() if a.crm_id}
+        now = self.clock()
 
         def resolve(value: str) -> str | None:
+            # Usable: the ownership rule would let a CRM binding to them route (no group or
+            # presence known yet: exists, enabled, not on do-not-disturb).
             agent = by_crm_id.get(value) or agents.get(value)
-            usable = agent is not None and agent.enabled and not getattr(agent, "dnd", False)
-            return agent.ext if usable else None
+            if agent is None:
+                return None
+            named = {CRM: Binding(client=client, agent=agent.ext, source=CRM, at=now)}
+            owned = ownership.decide(client, named, agents, snapshot.settings, now)
+            return agent.ext if owned.owner is not None else None
 
         return crm.lookup(client, resolve)
 
@@ -194,6 +214,41 @@ class Service:
         plan = routing.decide(client, snapshot.groups[group_name], now, snapshot.settings,
                               self._with_crm({}, client, crm, now), snapshot.agents)
         return plan if client is None or plan.sticky else replace(plan, reason="database_unavailable")
+
+    # -- ownership: what the store knows, put to the one rule (core/ownership.py) ----------------
+    def standing_of(self, number: str, now: datetime | None = None, crm=None) -> Standing:
+        """The bindings of the client of `number` (a linked number: its client's; the number's own
+        shared flag, the client's blocks), with `crm` (crm_answer) as the CRM's binding."""
+        _owner, shared, blocked, bindings = self.store.routing_inputs(number)
+        now = now or self.clock()
+        return self._standing(number, self._with_crm(bindings, number, crm, now), self._fresh(), now,
+                              shared=shared, blocked=blocked)
+
+    def standings(self, bindings, now: datetime | None = None, per_group: bool = True) -> dict[str, Standing]:
+        """standing_of for the clients of `bindings` (Binding rows, e.g. list_bindings'), with one
+        read of their shared flags and blocks. Without `per_group` only `anywhere` is decided
+        (groups and stale left empty)."""
+        held: dict[str, dict[str, Binding]] = {}
+        for binding in bindings:
+            held.setdefault(binding.client, {})[binding.source] = binding
+        snapshot, now = self._fresh(), now or self.clock()
+        facts = self.store.clients_of(held)
+        none = (None, False, frozenset())
+        return {client: self._standing(client, found, snapshot, now, shared=facts.get(client, none)[1],
+                                       blocked=facts.get(client, none)[2], per_group=per_group)
+                for client, found in held.items()}
+
+    @staticmethod
+    def _standing(client: str, bindings: dict, snapshot: _Snapshot, now: datetime, shared: bool,
+                  blocked: frozenset[str], per_group: bool = True) -> Standing:
+        def decide(group=None):
+            return ownership.decide(client, bindings, snapshot.agents, snapshot.settings, now, group=group,
+                                    blocked=blocked, shared=shared)
+        if not per_group:
+            return Standing(anywhere=decide(), groups={}, stale={})
+        return Standing(anywhere=decide(), groups={name: decide(g) for name, g in snapshot.groups.items()},
+                        stale=ownership.lasting(client, bindings, snapshot.agents, snapshot.settings, now,
+                                                snapshot.groups.values(), blocked=blocked, shared=shared))
 
     # -- learning --------------------------------------------------------------------------------
     def record_call(self, call: Call) -> Binding | None:
@@ -309,26 +364,15 @@ class Service:
         return self.store.import_bindings(pairs.items(), now=self.clock())
 
     def export_bindings_csv(self, file) -> int:
-        """One row per client: the agent their next call would ring first (as `route` would pick,
-        scope aside), so export then import moves the bindings that matter, as manual ones."""
-        settings = self.store.settings()
-        agents = self.store.agents()
-        now = self.clock()
-        order = {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[settings.mode]
-        chosen: dict[str, Binding] = {}
-        for binding in self.store.list_bindings():
-            if binding.source not in order or not rules.is_current(binding, settings, now):
-                continue
-            agent = agents.get(binding.agent)
-            if agent is None or not agent.enabled:
-                continue
-            held = chosen.get(binding.client)
-            if held is None or order.index(binding.source) < order.index(held.source):
-                chosen[binding.client] = binding
+        """One row per client: the agent responsible for them (ownership's holder, without a
+        group: the agent their next call rings first, or would but for the hour or presence), so
+        export then import moves the bindings that matter, as manual ones."""
+        standings = self.standings(self.store.list_bindings(), per_group=False)
+        chosen = {client: s.anywhere.holder for client, s in standings.items() if s.anywhere.holder}
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(BINDING_COLUMNS)
         for client in sorted(chosen):
-            writer.writerow((spreadsheet_safe(client), spreadsheet_safe(chosen[client].agent)))
+            writer.writerow((spreadsheet_safe(client), spreadsheet_safe(chosen[client])))
         return len(chosen)
 
 

@@ -20,6 +20,7 @@ from fsrouter import store as store_module
 from fsrouter.core import rules
 from fsrouter.core.model import AUTO, INBOUND, MANUAL, OUTBOUND, Call
 from fsrouter.core.settings import Settings
+from fsrouter.service import Service
 from fsrouter.store import Store, StoreError, sqltext
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -460,9 +461,18 @@ def test_list_stale_shows_disabled_deleted_expired_and_too_old_bindings_only(sta
     )  # just in
     staffed.set_agent_enabled("1002", False)
     staffed.remove_agent("1003")
-    stale = staffed.list_bindings(stale=True, now=now)
-    assert [b.client for b in stale] == ["+380501000002", "+380501000003", "+380501000004", "+380501000005"]
-    forever = staffed.list_bindings(stale=True, now=now, settings=Settings(lookback=timedelta(0)))
+    # Stale is the ownership rule's answer (binding list --stale), over what the store lists.
+    service = Service(staffed, clock=lambda: now)
+
+    def stale():
+        service.invalidate()
+        found = staffed.list_bindings()
+        standings = service.standings(found)
+        return [b for b in found if b.source in standings[b.client].stale]
+
+    assert [b.client for b in stale()] == ["+380501000002", "+380501000003", "+380501000004", "+380501000005"]
+    staffed.set_setting("lookback", "0")
+    forever = stale()
     assert "+380501000005" not in [b.client for b in forever]
 
 

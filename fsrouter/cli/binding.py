@@ -7,26 +7,27 @@ from datetime import UTC, datetime
 import click
 import structlog
 
-from ..core import rules
 from ..core.model import AUTO, MANUAL
+from ..core.ownership import ACTIVE, REASONS
 from .common import command_group, echo_json, example, iso, pass_app, positive_duration, table
 
 log = structlog.get_logger("fsrouter.cli")
 
-def _binding_state(binding, agents, settings, now) -> str:
-    """'active', or why the binding cannot route (a routing.REASONS key)."""
-    if not rules.is_current(binding, settings, now):
-        return "expired"
-    agent = agents.get(binding.agent)
-    if agent is None:
-        return "agent_unknown"
-    return "active" if agent.enabled else "agent_disabled"
+def _binding_dict(binding, state, groups=None) -> dict:
+    row = {"client": binding.client, "agent": binding.agent, "source": binding.source,
+           "at": iso(binding.at), "expires_at": iso(binding.expires_at), "why": binding.why,
+           "call_uuid": binding.call_uuid, "state": state}
+    if groups is not None:
+        row["groups"] = groups
+    return row
 
 
-def _binding_dict(binding, state) -> dict:
-    return {"client": binding.client, "agent": binding.agent, "source": binding.source,
-            "at": iso(binding.at), "expires_at": iso(binding.expires_at), "why": binding.why,
-            "call_uuid": binding.call_uuid, "state": state}
+# What `state` means, for --help (the ownership rule is core/ownership.py; presence is not seen here).
+_STATE_HELP = ("STATE is `active`, or why the binding does not route (route's reasons): first why it routes "
+               "in no group at any hour (expired, agent_disabled, agent_unknown, agent_blocked, "
+               "shared_number, mode, outside_scope), else why not now without a group (agent_dnd). "
+               "Presence is not checked from the CLI: a phone that is offline or busy still shows "
+               "active (`fsrouter route CLIENT --group G --live` asks FreeSWITCH).")
 
 
 @command_group(epilog=example("fsrouter binding set 0501234567 1001", "fsrouter binding show 0501234567"))
@@ -47,29 +48,56 @@ def binding_set(app, client, ext, expires):
     made = app.store.set_manual_binding(app.service.normalize(client), ext, now, expires_at=expires_at)
     until = f" until {iso(made.expires_at)}" if made.expires_at else ""
     click.echo(f"bound {made.client} to {made.agent}{until}")
-    if not app.store.agents()[ext].enabled:
-        log.warning("binding.agent_disabled", agent=ext,
-                    detail="the binding routes only once the agent is enabled again")
+    state = app.service.standings([made]).get(made.client).state(made.source)
+    if state != ACTIVE:  # e.g. binding.agent_disabled: routes only once the agent is enabled again
+        log.warning(f"binding.{state}", agent=ext, detail=f"the binding does not route: {REASONS[state]}")
 
 
-@binding.command("show", epilog=example("fsrouter binding show 0501234567 --json"))
+@binding.command("show", epilog=example("fsrouter binding show 0501234567 --json",
+                                         "fsrouter binding show 0501234567 --group sales"))
 @click.argument("client")
+@click.option("--group", "group_name", metavar="G", help="STATE as for a call to this group (its scope, "
+              "sticky hours and own settings, now).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
-def binding_show(app, client, as_json):
-    """Show CLIENT's manual and learned bindings, with when, why and whether they route."""
+def binding_show(app, client, group_name, as_json):
+    """Show CLIENT's bindings (the CRM's answer too, when one is configured), with when, why and
+    whether they route; then, per group, who a call now would ring first.
+
+    \b
+    A linked number shows its client's bindings (and its own shared flag)."""
+    from ..http.crm import CrmClient
+
     number = app.service.normalize(client)
-    found = app.store.bindings_for(app.store.client_of(number)[0])  # a linked number shows its client's
-    agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
-    rows = [_binding_dict(found[s], _binding_state(found[s], agents, settings, now))
-            for s in (MANUAL, AUTO) if s in found]
+    if group_name is not None and group_name not in app.service.groups():
+        raise ValueError(f"unknown group {group_name!r}")
+    answer = app.service.crm_answer(number, CrmClient.from_config(app.config))
+    standing = app.service.standing_of(number, crm=answer)
+
+    def state(verdict):
+        if group_name is not None:
+            return standing.groups[group_name].of(verdict.source).state
+        return standing.state(verdict.source)
+
+    rows = [_binding_dict(v.binding, state(v), {g: o.of(v.source).state for g, o in standing.groups.items()})
+            for v in standing.anywhere.verdicts]
+    ringing = {g: {"agent": o.agent, "source": o.owner.source if o.owner else None, "reason": o.reason}
+               for g, o in standing.groups.items() if group_name in (None, g)}
     if as_json:
-        return echo_json({"client": number, "bindings": rows})
+        return echo_json({"client": number, "bindings": rows, "groups": ringing, "presence": "not checked"})
     if not rows:
         return click.echo(f"{number} has no bindings")
     table(("SOURCE", "AGENT", "STATE", "SINCE", "EXPIRES", "WHY"),
-           [(r["source"], r["agent"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
-            for r in rows])
+          [(r["source"], r["agent"], r["state"], r["at"], r["expires_at"] or "never", r["why"]) for r in rows])
+    if ringing:
+        click.echo("")
+        table(("GROUP", "RINGS FIRST", "WHY"),
+              [(g, r["agent"] or "-", REASONS.get(r["reason"], r["reason"])) for g, r in ringing.items()])
+    click.echo("\npresence not checked: an offline or busy phone shows as routing "
+               "(fsrouter route CLIENT --group G --live asks FreeSWITCH)")
+
+
+binding_show.help += "\n\n" + _STATE_HELP
 
 
 @binding.command("rm", epilog=example("fsrouter binding rm 0501234567 --learned"))
@@ -87,22 +115,29 @@ def binding_rm(app, client, which):
 
 
 @binding.command("list", epilog=example("fsrouter binding list --agent 1001",
-                                         "fsrouter binding list --stale --json"))
+                                        "fsrouter binding list --stale --json"))
 @click.option("--agent", "ext", metavar="EXT", help="Only this agent's bindings.")
 @click.option("--stale", is_flag=True,
-              help="Only bindings that cannot route: agent disabled or deleted, expired.")
+              help="Only bindings that route in no group at any hour, whoever is online: agent disabled "
+                   "or deleted, expired, blocked, shared number, a kind the mode never routes, outside "
+                   "every group's scope.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def binding_list(app, ext, stale, as_json):
-    """List bindings."""
-    agents, settings, now = app.store.agents(), app.store.settings(), datetime.now(UTC)
-    found = app.store.list_bindings(agent=ext, stale=stale, now=now, settings=settings)
-    rows = [_binding_dict(b, _binding_state(b, agents, settings, now)) for b in found]
+    """List stored bindings (a CRM's answers are not stored: `binding show` asks it)."""
+    found = app.store.list_bindings(agent=ext)
+    standings = app.service.standings(found)
+    if stale:
+        found = [b for b in found if b.source in standings[b.client].stale]
+    rows = [_binding_dict(b, standings[b.client].state(b.source)) for b in found]
     if as_json:
         return echo_json(rows)
     table(("CLIENT", "AGENT", "SOURCE", "STATE", "SINCE", "EXPIRES", "WHY"),
-           [(r["client"], r["agent"], r["source"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
-            for r in rows])
+          [(r["client"], r["agent"], r["source"], r["state"], r["at"], r["expires_at"] or "never", r["why"])
+           for r in rows])
+
+
+binding_list.help += "\n\n" + _STATE_HELP
 
 
 @binding.command("import", epilog=example("fsrouter binding import crm.csv   # lines: client,agent"))

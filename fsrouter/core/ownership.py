@@ -18,8 +18,8 @@ Two answers are read off one decision:
 """
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import hours, overrides
@@ -186,3 +186,21 @@ def _failure(binding: Binding, group: Group | None, now: datetime, settings: Set
     if binding.agent in blocked:
         return "agent_blocked"
     return _UNAVAILABLE_REASONS.get(state_of(agent, availability))
+
+
+def lasting(client: str, bindings: Mapping[str, Binding], agents: Mapping[str, Agent], settings: Settings,
+            now: datetime, groups: Iterable[Group] = (), *, blocked: Collection[str] = (),
+            shared: bool = False) -> dict[str, str]:
+    """The bindings that route in none of `groups` (none given: without a group) whatever the
+    hour and the agents' presence, keyed by source, each with why (as `decide` says it in the
+    first group): what `binding list --stale` lists. A reason in TRANSIENT never makes a binding
+    stale: it will route again without anyone changing anything."""
+    contexts = [replace(group, sticky_hours="") for group in groups] or [None]  # every hour
+    decisions = [decide(client, bindings, agents, settings, now, group=group, blocked=blocked, shared=shared)
+                 for group in contexts]
+    found = {}
+    for verdict in decisions[0].verdicts:
+        reasons = [decision.of(verdict.source).reason for decision in decisions]
+        if all(reason is not None and reason not in TRANSIENT for reason in reasons):
+            found[verdict.source] = reasons[0]
+    return found

@@ -21,7 +21,6 @@ import gevent.pool
 import structlog
 from gevent.pywsgi import WSGIServer
 
-from ..core import rules
 from ..core.model import MANUAL
 from ..core.numbers import NotAClient
 from ..service import Service, ServiceError, parse_time
@@ -212,15 +211,8 @@ class Api:
                      for a in agents.values()], {}
 
     def _binding_dict(self, binding) -> dict:
-        settings, agents = self.service.settings(), self.store.agents()
-        now = datetime.now(UTC)
-        agent = agents.get(binding.agent)
-        if not rules.is_current(binding, settings, now):
-            state = "expired"
-        elif agent is None:
-            state = "agent_unknown"
-        else:
-            state = "active" if agent.enabled else "agent_disabled"
+        # `state`: as `binding show` says it (Service.standings: the ownership rule, no group).
+        state = self.service.standings([binding])[binding.client].state(binding.source)
         return {"client": binding.client, "agent": binding.agent, "source": binding.source,
                 "at": _iso(binding.at), "expires_at": _iso(binding.expires_at), "why": binding.why,
                 "state": state}

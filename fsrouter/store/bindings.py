@@ -1,12 +1,11 @@
 """Bindings set by hand or imported, and what moves them: hand-over, release, missed calls."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import peewee as pw
 
 from ..core.model import AUTO, MANUAL, SOURCES, Binding, Call
-from ..core.settings import Settings
 from ..core.webhooks import binding_changed
 from . import sqltext
 from .calls import _sticky_agent
@@ -65,26 +64,14 @@ class BindingTables:
                           for source in SOURCES if source in sources and source in old])
         return removed
 
-    def list_bindings(self, agent: str | None = None, stale: bool = False, now: datetime | None = None,
-                      settings: Settings | None = None) -> list[Binding]:
-        """All bindings (of one agent), by client then source; `stale`: only those that cannot route.
-
-        Stale means the agent is disabled or gone, or the binding expired or (learned) is older than
-        the look-back window, as of `now`.
-        """
-        b, a = self.m.Binding, self.m.Agent
+    def list_bindings(self, agent: str | None = None) -> list[Binding]:
+        """All bindings (of one agent), by client then source. Whether each routes is the
+        ownership rule's to say (Service.standings), not the query's."""
+        b = self.m.Binding
         query = (b.select(b.client, b.agent, b.source, b.at, b.expires_at, b.why, b.call_uuid)
                  .order_by(b.client, b.source))
         if agent is not None:
             query = query.where(b.agent == agent)
-        if stale:
-            now = now or datetime.now(UTC)
-            settings = settings or self.settings()
-            agent_missing = a.select(a.ext).where((a.ext == b.agent) & (a.enabled == True))
-            condition = ~pw.fn.EXISTS(agent_missing) | (b.expires_at.is_null(False) & (b.expires_at <= now))
-            if settings.lookback > timedelta(0):
-                condition |= (b.source == AUTO) & (b.at < now - settings.lookback)
-            query = query.where(condition)
         return [Binding(client=row.client, agent=row.agent, source=row.source, at=row.at,
                         expires_at=row.expires_at, why=row.why or "", call_uuid=row.call_uuid)
                 for row in query]

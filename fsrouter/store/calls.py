@@ -218,7 +218,7 @@ class CallTables:
 
     def _learn_all(self, calls: list[Call], settings: Settings) -> int:
         """learn() over `calls` in turn, with one read and one write of the learned bindings."""
-        owners = self._clients_of({call.client for call in calls if call.client})
+        owners = self.clients_of({call.client for call in calls if call.client})
         taught: list[Call] = []
         for call in calls:
             if not call.client:

@@ -133,7 +133,7 @@ class ClientTables:
             query = query.where(k.client == client)
         return list(query.tuples())
 
-    def _clients_of(self, numbers) -> dict[str, tuple[str, bool, frozenset[str]]]:
+    def clients_of(self, numbers) -> dict[str, tuple[str, bool, frozenset[str]]]:
         """client_of() of many numbers; numbers that are their own client without blocks are left out."""
         n, k = f'"{self.m.ClientNumber._meta.table_name}"', f'"{self.m.Block._meta.table_name}"'
         found: dict[str, tuple[str, bool, set[str]]] = {}

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from .core import overrides, ownership, routing
+from .core import missed, overrides, ownership, routing
+from .core.missed import MissedCall
 from .core.model import CRM, DIRECTIONS, Agent, Binding, Call, Group, RoutePlan
 from .core.numbers import NotAClient, client_or_none, normalize
 from .core.settings import Settings
@@ -249,6 +250,28 @@ class Service:
         return Standing(anywhere=decide(), groups={name: decide(g) for name, g in snapshot.groups.items()},
                         stale=ownership.lasting(client, bindings, snapshot.agents, snapshot.settings, now,
                                                 snapshot.groups.values(), blocked=blocked, shared=shared))
+
+    def missed_calls(self, since: datetime | None = None, only_open: bool = False,
+                     now: datetime | None = None) -> list[MissedCall]:
+        """`calls missed` and the report's: the missed calls since `since`, clients as people (a
+        callback to any of a client's numbers closes them), each with who is responsible for the
+        client now: the ownership rule's holder in the call's group (presence unknown)."""
+        rows = self.store.missed_call_rows(since=since)
+        facts = self.store.clients_of({call.client for call in rows})
+        clients = {number: client for number, (client, _, _) in facts.items()}
+        bindings = self.store.bindings_of({clients.get(call.client, call.client) for call in rows})
+        snapshot, now = self._fresh(), now or self.clock()
+        alone = (None, False, frozenset())
+
+        @functools.cache
+        def holder(number: str, group_name: str | None) -> str | None:
+            _, shared, blocked = facts.get(number, alone)
+            return ownership.decide(number, bindings.get(clients.get(number, number), {}), snapshot.agents,
+                                    snapshot.settings, now, group=snapshot.groups.get(group_name),
+                                    blocked=blocked, shared=shared).holder
+
+        return missed.missed_calls(rows, lambda call: holder(call.client, call.group), since=since,
+                                   only_open=only_open, clients=clients)
 
     # -- learning --------------------------------------------------------------------------------
     def record_call(self, call: Call) -> Binding | None:

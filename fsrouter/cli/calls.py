@@ -59,14 +59,9 @@ def calls_list(app, since, client, limit, as_json):
 
 # -- missed calls and reports -----------------------------------------------------------------
 
-def missed_rows(app, start):
-    rows = app.store.missed_call_rows(since=start)
-    return rows, app.store.bindings_of({c.client for c in rows})
-
-
 def _missed_dict(row) -> dict:
     after = row.callback_after
-    return {"bound_agent": row.bound_agent, "client": row.client, "uuid": row.call.uuid,
+    return {"bound_agent": row.bound_agent, "owner": row.owner, "client": row.client, "uuid": row.call.uuid,
             "missed_at": iso(row.call.started_at), "group": row.call.group, "rung": list(row.call.rung),
             "sticky_agent": row.call.sticky_agent, "open": row.is_open, "closed_by": row.closed_by,
             "callback_agent": row.callback_agent, "callback_at": iso(row.callback_at),
@@ -82,13 +77,17 @@ def _missed_dict(row) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def calls_missed(app, only_open, since, as_json):
-    """Inbound calls nobody answered, and who called back after how long; bound agent first."""
-    from ..core.missed import missed_calls
+    """Inbound calls nobody answered, and who called back after how long; bound agent first.
+
+    A client is a person: a callback to any of their linked numbers closes the missed calls of
+    all of them. BOUND AGENT is who the ownership rule holds responsible for the client now, in
+    the missed call's group (the agent who would ring first, or would but for the hour or their
+    presence; presence is not checked here). JSON adds `owner`: the agent of the call's sticky
+    leg when one rang (a CRM's answer too), else the bound agent; the report counts by it."""
     from ..http.report_html import human_duration
 
     start = parse_since(since, datetime.now(UTC))
-    rows_in, bindings = missed_rows(app, start)
-    rows = missed_calls(rows_in, bindings, since=start, only_open=only_open)
+    rows = app.service.missed_calls(since=start, only_open=only_open)
     if as_json:
         return echo_json([_missed_dict(r) for r in rows])
     states = {"callback": "called back", "answered_again": "called again, answered"}

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import click
 
-from .calls import missed_rows
 from .common import echo_json, example, parse_since, pass_app, table
 
 
@@ -19,18 +18,16 @@ from .common import echo_json, example, parse_since, pass_app, table
 def report_command(app, since, group_name, as_json, html_file):
     """Per agent and in total: offered, answered, sticky hit rate, fallbacks, rebinds, missed, callbacks."""
     from ..core import report as reporting
-    from ..core.missed import missed_calls
     from ..http import report_html
 
     if group_name is not None and group_name not in app.store.groups():
         raise ValueError(f"unknown group {group_name!r}")
     start = parse_since(since, datetime.now(UTC))
-    rows_in, bindings = missed_rows(app, start)
     agents = [ext for ext, a in app.store.agents().items() if group_name is None or group_name in a.groups]
     # The call records come grouped (one GROUP BY: a million records are a few thousand rows); the
     # figures are still made by report.py alone, from the calls' shapes and their counts.
     result = reporting.build_counted(app.store.call_counts(reporting.CALL_FIELDS, since=start),
-                                     missed_calls(rows_in, bindings, since=start),
+                                     app.service.missed_calls(since=start),
                                      app.store.binding_changes(since=start, rebinds_only=True), since=start,
                                      group=group_name, agents=agents)
     if html_file:

@@ -9,16 +9,18 @@ keeps who closed it, how, and after how long (from the end of the missed call to
 the call that closed it; never negative). A later missed call of the same client stays open: the
 client is still waiting.
 
-Each row also names the client's bound agent now (a manual binding before a learned one): the
-person who should call back, and the first thing `calls missed` sorts by.
+A client is a person: a callback to any of their numbers closes the missed calls of all of them.
+Each row also names the client's bound agent now (who the ownership rule says is responsible
+for them: core/ownership.py, Ownership.holder): the person who should call back, and the first
+thing `calls missed` sorts by.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .model import AUTO, INBOUND, MANUAL, OUTBOUND, Binding, Call
+from .model import INBOUND, OUTBOUND, Call
 
 CALLBACK = "callback"  # an agent called the client
 ANSWERED_AGAIN = "answered_again"  # the client called again and an agent answered
@@ -78,32 +80,27 @@ def closes_missed(call: Call) -> str | None:
     return None
 
 
-def bound_agent(bindings: Mapping[str, Binding] | str | None) -> str | None:
-    """The agent of a client's bindings keyed by source: the manual one before the learned one."""
-    if bindings is None or isinstance(bindings, str):
-        return bindings
-    for source in (MANUAL, AUTO):
-        if source in bindings:
-            return bindings[source].agent
-    return None
-
-
-def missed_calls(calls: Iterable[Call], bindings: Mapping[str, Mapping[str, Binding] | str] | None = None,
-                 since: datetime | None = None, only_open: bool = False) -> list[MissedCall]:
+def missed_calls(calls: Iterable[Call], bound: Callable[[Call], str | None] | Mapping[str, str | None] | None = None,
+                 since: datetime | None = None, only_open: bool = False,
+                 clients: Mapping[str, str] | None = None) -> list[MissedCall]:
     """The missed calls among `calls` (started at or after `since`), with what closed each.
 
-    `calls` must hold, for each client, the calls after their missed calls (the store's
-    missed_call_rows does); `bindings` maps a client to their bindings keyed by source (or simply
-    to an agent). Sorted for the person doing the callbacks: by bound agent (clients without one
-    last), then newest first.
+    Clients are people: `clients` maps a number to its client (numbers linked to one client;
+    a number it does not name is a client of its own), and a call to or from any of a client's
+    numbers closes the client's open missed calls. `calls` must hold, for each client, the calls
+    after their missed calls (the store's missed_call_rows does). `bound` says who should call
+    back each missed call: a function of the missed call (Service.missed_calls asks the
+    ownership rule, in the call's group), or a mapping of a number or client to their agent.
+    Sorted for the person doing the callbacks: by bound agent (clients without one last), then
+    newest first.
     """
-    bindings = bindings or {}
+    clients = clients or {}
+    who = bound if callable(bound) else _by_client(bound or {}, clients)
     by_client: dict[str, list[Call]] = {}
     for call in calls:
-        by_client.setdefault(call.client, []).append(call)
+        by_client.setdefault(clients.get(call.client, call.client), []).append(call)
     rows: list[MissedCall] = []
-    for client, history in by_client.items():
-        agent = bound_agent(bindings.get(client))
+    for history in by_client.values():
         waiting: list[Call] = []
         for call in sorted(history, key=lambda c: (c.started_at, c.uuid or "")):
             if is_missed(call):
@@ -112,21 +109,29 @@ def missed_calls(calls: Iterable[Call], bindings: Mapping[str, Mapping[str, Bind
             how = closes_missed(call)
             if how is None:
                 continue
-            rows += [MissedCall(missed, agent, how, call) for missed in waiting]
+            rows += [MissedCall(missed, who(missed), how, call) for missed in waiting]
             waiting = []
-        rows += [MissedCall(missed, agent) for missed in waiting]
+        rows += [MissedCall(missed, who(missed)) for missed in waiting]
     rows = [r for r in rows if (since is None or r.call.started_at >= since) and (r.is_open or not only_open)]
     rows.sort(key=lambda r: r.call.started_at, reverse=True)
     rows.sort(key=lambda r: (r.bound_agent is None, r.bound_agent or ""))
     return rows
 
 
-def closed_by(call: Call, history: Iterable[Call]) -> list[MissedCall]:
+def _by_client(agents: Mapping[str, str | None], clients: Mapping[str, str]) -> Callable[[Call], str | None]:
+    def who(call: Call) -> str | None:
+        return agents.get(call.client) or agents.get(clients.get(call.client, call.client))
+    return who
+
+
+def closed_by(call: Call, history: Iterable[Call], clients: Mapping[str, str] | None = None) -> list[MissedCall]:
     """The missed calls of `call`'s client that `call` closes: those still open in `history` (the
-    client's earlier calls) when it came. Empty when the call closes nothing."""
+    client's earlier calls, from any of their numbers: `clients` as in missed_calls) when it
+    came. Empty when the call closes nothing."""
     if closes_missed(call) is None:
         return []
-    earlier = [c for c in history if c.client == call.client and c.uuid != call.uuid]
-    return [row for row in missed_calls([*earlier, call])
+    clients = clients or {}
+    person = clients.get(call.client, call.client)
+    earlier = [c for c in history if clients.get(c.client, c.client) == person and c.uuid != call.uuid]
+    return [row for row in missed_calls([*earlier, call], clients=clients)
             if row.closing_call is not None and row.closing_call.uuid == call.uuid]
-

@@ -210,20 +210,22 @@ class Api:
                       "enabled": a.enabled, "groups": sorted(a.groups), "crm_id": a.crm_id}
                      for a in agents.values()], {}
 
-    def _binding_dict(self, binding) -> dict:
-        # `state`: as `binding show` says it (Service.standings: the ownership rule, no group).
-        state = self.service.standings([binding])[binding.client].state(binding.source)
+    def _manual_binding(self, number: str) -> dict:
+        """The manual binding of the client of `number` (a linked number: its client's), and its
+        `state` as `binding show NUMBER` says it: the ownership rule, without a group."""
+        standing = self.service.standing_of(number)
+        verdict = standing.anywhere.of(MANUAL)
+        if verdict is None:
+            raise ApiError(404, "no_binding", f"{number} has no manual binding")
+        binding = verdict.binding
         return {"client": binding.client, "agent": binding.agent, "source": binding.source,
                 "at": _iso(binding.at), "expires_at": _iso(binding.expires_at), "why": binding.why,
-                "state": state}
+                "state": standing.state(MANUAL)}
 
     def get_binding(self, environ, client):
         number = self._client(client)
         with self.lock:
-            binding = self.store.bindings_for(number).get(MANUAL)
-            if binding is None:
-                raise ApiError(404, "no_binding", f"{number} has no manual binding")
-            return 200, self._binding_dict(binding), {}
+            return 200, self._manual_binding(number), {}
 
     def put_binding(self, environ, client):
         number = self._client(client)
@@ -247,11 +249,11 @@ class Api:
             raise ApiError(400, "bad_field", f"why: a string of at most {_WHY_MAX} characters")
         with self.lock:
             try:
-                binding = self.store.set_manual_binding(number, agent, datetime.now(UTC), expires_at=expires_at,
-                                                        why=why or "set by the CRM")
+                self.store.set_manual_binding(number, agent, datetime.now(UTC), expires_at=expires_at,
+                                              why=why or "set by the CRM")
             except StoreError as exc:
                 raise ApiError(422, "rejected", str(exc)) from None
-            return 200, self._binding_dict(binding), {}
+            return 200, self._manual_binding(number), {}
 
     def delete_binding(self, environ, client):
         number = self._client(client)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import peewee as pw
 
-from ..core import rules
+from ..core import ownership, rules
 from ..core.missed import CALLBACK, closed_by, closes_missed
-from ..core.model import AUTO, DIRECTIONS, MANUAL, Binding, Call
+from ..core.model import AUTO, DIRECTIONS, Binding, Call
 from ..core.settings import Settings
 from ..core.webhooks import Event, binding_changed, call_events, callback_done
 from . import sqltext
@@ -85,17 +85,19 @@ class CallTables:
     @_reconnects
     def missed_call_rows(self, since: datetime | None = None) -> list[Call]:
         """What missed.missed_calls needs, oldest first: every call since `since` of each client
-        who has an unanswered inbound call since then (their missed calls, and what followed).
+        who has an unanswered inbound call since then (their missed calls, and what followed),
+        from any of the client's numbers (a callback to another of them closes the missed call).
 
         One query on the (client, started_at) index; callbacks always come after the missed call.
         """
-        c = self.m.Call
-        missed = c.select(c.client).where(c.direction == "inbound",
-                                          (c.answered == False) | c.agent.is_null())
-        query = c.select(*self._call_columns).where(c.client.in_(missed))
+        c, cn = self.m.Call, self.m.ClientNumber
+        missed = c.select(c.client).where(c.direction == "inbound", (c.answered == False) | c.agent.is_null())
         if since is not None:
             missed = missed.where(c.started_at >= since)
-            query = c.select(*self._call_columns).where(c.client.in_(missed), c.started_at >= since)
+        linked = cn.select(cn.number).where(cn.client.in_(cn.select(cn.client).where(cn.number.in_(missed))))
+        query = c.select(*self._call_columns).where(c.client.in_(missed) | c.client.in_(linked))
+        if since is not None:
+            query = query.where(c.started_at >= since)
         return [_call_of_row(*row) for row in query.order_by(c.started_at, c.uuid).tuples()]
 
     @_reconnects
@@ -152,24 +154,34 @@ class CallTables:
             call = self.save_call(call)
             if not (notify and self.webhook_urls):
                 return self.learn(call, settings)
-            before = self.bindings_for(call.client) if call.client else {}
+            client, shared, blocked = self.client_of(call.client) if call.client else (None, False, frozenset())
+            before = self.bindings_for(client) if call.client else {}  # a linked number: its client's
             learned = self.learn(call, settings)
-            events = call_events(call, _bound_agent(call, before, settings))
+            # Who the client was bound to when the call came: the sticky leg fsrouter rang, else
+            # who the ownership rule holds responsible in the call's group.
+            bound = call.sticky_agent or ownership.decide(
+                call.client, before, self.agents(), settings, call.started_at,
+                group=self.group(call.group) if call.group else None, blocked=blocked, shared=shared).holder
+            events = call_events(call, bound)
             old = before.get(AUTO)
             if learned is not None and (old is None or old.agent != learned.agent):
                 events.append(binding_changed(call.client, AUTO, old, learned, learned.why, learned.at))
             if closes_missed(call) == CALLBACK:
-                events += [callback_done(row) for row in closed_by(call, self._calls_before(call))
+                history, clients = self._calls_before(call)
+                events += [callback_done(row) for row in closed_by(call, history, clients)
                            if row.closed_by == CALLBACK]
             self._notify(events)
             return learned
 
-    def _calls_before(self, call: Call, limit: int = 50) -> list[Call]:
-        """The client's latest calls up to this one: enough to tell which missed calls are open."""
+    def _calls_before(self, call: Call, limit: int = 50) -> tuple[list[Call], dict[str, str]]:
+        """The client's latest calls up to this one, from any of their numbers: enough to tell which
+        missed calls are open; and each of those numbers' client (missed.closed_by's `clients`)."""
+        client = self.client_of(call.client)[0]
+        numbers = self.numbers_of(client)
         c = self.m.Call
-        query = (c.select(*self._call_columns).where(c.client == call.client, c.started_at <= call.started_at)
+        query = (c.select(*self._call_columns).where(c.client.in_(numbers), c.started_at <= call.started_at)
                  .order_by(c.started_at.desc()).limit(limit))
-        return [_call_of_row(*row) for row in query.tuples()]
+        return [_call_of_row(*row) for row in query.tuples()], {number: client for number in numbers}
 
     @_reconnects
     def known_call_uuids(self, uuids) -> set[str]:
@@ -324,18 +336,6 @@ def _same(value):
 # Call fields whose call_record column is named otherwise, and columns whose value a Call holds otherwise.
 _CALL_FIELD_COLUMNS = {"group": "group_name"}
 _CALL_VALUES = {"answered": bool, "rung": _rung}
-
-
-def _bound_agent(call: Call, before: dict[str, Binding], settings: Settings) -> str | None:
-    """Who the client was bound to when the call came: the agent of the sticky leg fsrouter rang,
-    else the first binding, in the `sources` order, of a kind the mode routes."""
-    if call.sticky_agent:
-        return call.sticky_agent
-    allowed = {"manual": (MANUAL,), "auto": (AUTO,), "both": (MANUAL, AUTO)}[settings.mode]
-    for source in settings.sources:
-        if source in allowed and source in before:
-            return before[source].agent
-    return None
 
 
 def _with_uuid(call: Call) -> Call:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import functools
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ import structlog
 
 from .core import missed, overrides, ownership, routing
 from .core.missed import MissedCall
-from .core.model import CRM, DIRECTIONS, Agent, Binding, Call, Group, RoutePlan
+from .core.model import CALL_UUID_RE, CRM, DIRECTIONS, Agent, Binding, Call, Group, RoutePlan
 from .core.numbers import NotAClient, client_or_none, normalize
 from .core.settings import Settings
 from .store import Store
@@ -28,7 +27,6 @@ CALL_COLUMNS = ("started_at", "direction", "client", "agent", "talk_seconds")
 # Optional: FreeSWITCH's uuid of the call (CDR `${uuid}`): a call the daemon already recorded is
 # then skipped, not imported a second time.
 CALL_UUID_COLUMN = "uuid"
-_CALL_UUID = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,63}")
 BINDING_COLUMNS = ("client", "agent")
 # A spreadsheet runs a cell starting with one of these as a formula; exported cells get a "'".
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -348,7 +346,7 @@ class Service:
         except OverflowError:
             fail(f"bad started_at {cells['started_at']!r}: the call would end after the year 9999")
         call_uuid = (row.get(CALL_UUID_COLUMN) or "").strip() or None
-        if call_uuid is not None and not _CALL_UUID.fullmatch(call_uuid):
+        if call_uuid is not None and not CALL_UUID_RE.fullmatch(call_uuid):
             fail(f"bad uuid {call_uuid[:70]!r}: FreeSWITCH's uuid of the call, or empty")
         return Call(direction=direction, client=client, agent=agent, started_at=started_at,
                     ended_at=ended_at, talk_seconds=talk, answered=talk > 0,

@@ -30,6 +30,9 @@ STICKY_SCOPES = (SCOPE_ANY, SCOPE_MEMBERS)
 # characters that mean nothing to FreeSWITCH's dial-string or API syntax.
 EXTENSION_RE = re.compile(r"\A[0-9A-Za-z_.-]{1,32}\Z")
 GROUP_NAME_RE = re.compile(r"\A[0-9A-Za-z_.-]{1,64}\Z")
+# A call's id: FreeSWITCH's uuid of its channel, as the listener, `calls import` and the CDR
+# catch-up all record it (fullmatch).
+CALL_UUID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,63}")
 
 
 def default_dial_string(ext: str) -> str:

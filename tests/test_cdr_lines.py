@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
-from captures import cdr_captures_dir
-from cdr_lines import AGENTS, REGION, SITUATIONS, listener_calls, shipped_lines
+from captures import ROOT, cdr_captures_dir
+from cdr_lines import AGENTS, EXTRA_VARIABLES, PASS2, REGION, SITUATIONS, listener_calls, shipped_lines
 
 from fsrouter.core.cdr import COLUMNS, BadCdr, call_from_cdr
 
@@ -122,3 +123,22 @@ def test_lines_that_are_nobodys_call_give_none():
     assert call_from_cdr(line(client="1001"), AGENTS, REGION) is None
     assert call_from_cdr(line(direction="outbound", client="+380672223355", agent="2001"), AGENTS, REGION) is None
     assert call_from_cdr(line(direction="outbound", client="5100", agent="1004"), AGENTS, REGION) is None
+
+
+def templates(text: str) -> dict[str, str]:
+    return dict(re.findall(r'<template name="(fsrouter_\w+)">(.*?)</template>', text))
+
+
+def test_the_shipped_templates_are_the_recorded_ones_plus_plain_variables():
+    shipped = templates((ROOT / "conf" / "cdr_csv.conf.xml").read_text())
+    recorded = templates((cdr_captures_dir() / PASS2 / "cdr_csv.conf.xml").read_text())
+    extra = "".join(f',"${{{name}}}"' for name in EXTRA_VARIABLES)
+    assert shipped == {name: text + extra for name, text in recorded.items()}
+    assert set(shipped) == {"fsrouter_in", "fsrouter_out"}
+    assert len(COLUMNS) == 6 + len(EXTRA_VARIABLES)
+    assert '<param name="legs" value="ab"/>' in (ROOT / "conf" / "cdr_csv.conf.xml").read_text()
+
+
+def test_the_dialplan_snippets_send_fsrouters_calls_to_its_templates():
+    assert 'data="accountcode=fsrouter_in"' in (ROOT / "dialplan/public/01_fsrouter_sales.xml").read_text()
+    assert 'data="accountcode=fsrouter_out"' in (ROOT / "dialplan/default/00_fsrouter_outbound.xml").read_text()

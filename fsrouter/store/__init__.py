@@ -23,7 +23,8 @@ from .bindings import BindingTables
 from .calls import CallTables
 from .clients import ClientTables
 from .connection import StoreError, _connect, _one_line, _reconnects, _redact
-from .schema import MIGRATIONS, _client_models, _models, _outbox_model
+from .gaps import GapTables
+from .schema import MIGRATIONS, _client_models, _gap_models, _models, _outbox_model
 
 __all__ = ["MIGRATIONS", "Store", "StoreError"]
 
@@ -31,7 +32,7 @@ __all__ = ["MIGRATIONS", "Store", "StoreError"]
 _PG_MIGRATION_LOCK = 0x66737274
 
 
-class Store(AgentTables, ClientTables, BindingTables, CallTables):
+class Store(AgentTables, ClientTables, BindingTables, CallTables, GapTables):
     """One database connection and the methods of every table on it (one module per kind of
     table); opening it creates or upgrades the schema."""
 
@@ -42,6 +43,7 @@ class Store(AgentTables, ClientTables, BindingTables, CallTables):
         self.webhook_urls: tuple[str, ...] = ()  # set: changes write events to the outbox
         self.on_event = None  # called after events were written (wakes the sender)
         _client_models(db, self.m)
+        _gap_models(db, self.m)
         self._upgrade()
         self._prepare_statements()
 

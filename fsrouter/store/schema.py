@@ -197,6 +197,51 @@ def _client_models(db: pw.Database, m: SimpleNamespace) -> None:
     m.ClientNumber, m.Block = ClientNumberRow, BlockRow
 
 
+def _gap_models(db: pw.Database, m: SimpleNamespace) -> None:
+    """The tables of migration 5, added to the models `m`."""
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class LossWindowRow(Base):
+        id = pw.AutoField()
+        node = pw.TextField()  # config `node`: each daemon listens to its own FreeSWITCH
+        opened_at = UTCDateTimeField()
+        closed_at = UTCDateTimeField(null=True)
+        why = pw.TextField()
+        detail = pw.TextField(default="")
+        recovered = pw.IntegerField(default=0)
+        learned = pw.IntegerField(default=0)
+
+        class Meta:
+            table_name = "loss_window"
+            indexes = ((("node", "opened_at"), False),)
+
+    class ListenerMarkRow(Base):
+        # The last moment this node's listener was known subscribed, and the switch it was
+        # subscribed to: the start of the window a killed daemon leaves behind.
+        node = pw.TextField(primary_key=True)
+        at = UTCDateTimeField()
+        core_uuid = pw.TextField(default="")
+
+        class Meta:
+            table_name = "listener_mark"
+
+    class CdrCursorRow(Base):
+        # How far the catch-up has read one CDR file: by device and inode, so a file renamed by
+        # mod_cdr_csv's rotation is read on from where it was, and its successor from the start.
+        node = pw.TextField()
+        file_key = pw.TextField()
+        path = pw.TextField()
+        offset = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "cdr_cursor"
+            primary_key = pw.CompositeKey("node", "file_key")
+
+    m.LossWindow, m.ListenerMark, m.CdrCursor = LossWindowRow, ListenerMarkRow, CdrCursorRow
+
+
 # -- migrations --------------------------------------------------------------------------------
 # Each step runs inside the one transaction that also records its version, so a failed upgrade
 # leaves the database as it was. Version 1 creates the tables from the models above; when a model
@@ -243,9 +288,14 @@ def _v4_outbox_and_crm_ids(db, migrator, m):
     db.create_tables([m.Outbox], safe=True)
 
 
+def _v5_loss_windows(db, migrator, m):
+    db.create_tables([m.LossWindow, m.ListenerMark, m.CdrCursor], safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
     (3, "agent dnd, group hours and settings, client numbers, blocks", _v3_presence_hours_clients),
     (4, "outbox, agent crm ids", _v4_outbox_and_crm_ids),
+    (5, "loss windows, listener mark, CDR cursors", _v5_loss_windows),
 ]

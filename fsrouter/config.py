@@ -70,6 +70,12 @@ class Config:
     # The push API and /metrics: on when api_token is set.
     api_listen: str = "127.0.0.1:8085"
     api_token: str = field(default="", repr=False)
+    # Where mod_cdr_csv writes fsrouter_in.csv / fsrouter_out.csv (conf/cdr_csv.conf.xml): calls
+    # that ended while the listener was not subscribed are recovered from there. "": no catch-up.
+    cdr_dir: str = ""
+    # This daemon's name in the loss windows and CDR cursors (several nodes share one database);
+    # "": the host name.
+    node: str = ""
 
 
 def _text(key, value):
@@ -239,6 +245,8 @@ _PARSERS = {
     "webhook_timeout": _positive_seconds,
     "api_listen": _listen,
     "api_token": _text,
+    "cdr_dir": _text,
+    "node": _text,
 }
 assert set(_PARSERS) == {f.name for f in fields(Config)}
 

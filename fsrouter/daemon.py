@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
+import socket
 import sqlite3
 import time
 from collections import deque
@@ -23,8 +24,10 @@ from . import esl  # noqa: F401  (greenswitch header fix)
 from .config import Config, default_database_url, load_config
 from .core.model import Call
 from .core.routing import BUSY
+from .esl.catchup import CdrCatchup
 from .esl.events import CallTracker
 from .esl.inbound import EventListener
+from .esl.loss import LossWatch
 from .esl.outbound import CallRouter, OutboundServer, OutboundStats
 from .esl.presence import BusyMap, Presence, Registrations
 from .esl.sequence_watch import SequenceGapWatch
@@ -213,7 +216,15 @@ class Daemon:
         self.tracker = CallTracker(agents=self._agent_extensions, region=self._region(),
                                    ignore_channels=tuple(config.ignore_channels))
         self.listener = EventListener(config.esl_host, config.esl_port, config.esl_password,
-                                      on_event=self._on_event, on_connect=self._on_connect)
+                                      on_event=self._on_event, on_connect=self._on_connect,
+                                      on_disconnect=self._on_disconnect)
+        # Loss windows and the CDR catch-up (docs/operations.md, "Calls that ended while fsrouter
+        # was not listening"): what the listener missed is recovered from FreeSWITCH's CDR files.
+        self.node = config.node or socket.gethostname()
+        self.loss = LossWatch(self._with_store, self.node)
+        self.catchup = (CdrCatchup(config.cdr_dir, self.service, self.node, lock=self.db_lock,
+                                   pending=lambda: self.writer.pending) if config.cdr_dir else None)
+        self._loss_greenlets: list[gevent.Greenlet] = []
         # Presence (docs/presence-and-hours.md): who is on a call, from the same events, and whose
         # phone is registered, asked of FreeSWITCH (sofia_contact) on the same connection.
         self.busy = BusyMap(self._agent_extensions, ignore_channels=tuple(config.ignore_channels))
@@ -250,7 +261,28 @@ class Daemon:
         except Exception:
             return "UA"
 
+    def _with_store(self, fn):
+        with self.db_lock:
+            return fn(self.service.store)
+
+    def _loss(self, what: str, *args) -> None:
+        """A LossWatch step; the database being away must not stop the listener."""
+        try:
+            getattr(self.loss, what)(*args)
+        except Exception as exc:
+            log.warning("events.loss_window_not_saved", step=what, error=str(exc)[:200])
+
+    def _on_disconnect(self, detail: str) -> None:
+        self._loss("unsubscribed", detail)
+
+    def _mark_listening(self, every: float = 1.0) -> None:
+        while True:
+            gevent.sleep(every)
+            if self.listener.connected.is_set():
+                self._loss("mark")
+
     def _on_connect(self) -> None:
+        self._loss("subscribed")
         self.tracker.reset_sequence()
         # Events may have been lost while disconnected: a hang-up among them would leave an agent
         # busy for hours. Forget, and learn again from the events to come.
@@ -293,6 +325,7 @@ class Daemon:
             log.debug("presence.refresh_failed", error=str(exc)[:200])
 
     def _on_event(self, headers: dict) -> None:
+        self._loss("event", headers)
         self.presence.feed(headers)
         for call in self.tracker.feed(headers):
             self.writer.put(call)
@@ -315,6 +348,10 @@ class Daemon:
     def _api_server(self, config: Config) -> ApiServer | None:
         m, stats = self.metrics, self.outbound_stats
         m.counter("fsrouter_event_socket_reconnects", "Event-socket reconnects", lambda: self.listener.stats.reconnects)
+        m.counter("fsrouter_loss_windows", "Windows in which the event listener was not subscribed, closed since start",
+                  lambda: self.loss.windows)
+        m.counter("fsrouter_calls_recovered", "Calls of loss windows recovered from FreeSWITCH's CDR files",
+                  lambda: self.catchup.stats.recovered if self.catchup else 0)
         m.gauge("fsrouter_event_socket_connected", "1 while the event socket is connected",
                 lambda: self.listener.connected.is_set())
         m.counter("fsrouter_sticky_answered", "Calls the bound agent answered on the sticky leg",
@@ -379,7 +416,11 @@ class Daemon:
     def start(self) -> None:
         self.outbound.start()
         self.writer.start()
+        self._loss("started")
         self.listener.start()
+        self._loss_greenlets.append(gevent.spawn(self._mark_listening))
+        if self.catchup is not None:
+            self._loss_greenlets.append(gevent.spawn(self.catchup.run))
         if self.sender is not None:
             self.sender.start()
         if self.api is not None:
@@ -402,6 +443,10 @@ class Daemon:
                 gevent.sleep(0.05)
         if self._presence_refresher is not None:
             self._presence_refresher.kill(block=False)
+        for greenlet in self._loss_greenlets:
+            greenlet.kill(block=False)
+        if self.listener.connected.is_set():
+            self._loss("mark", True)  # subscribed until now: the next start's window opens here
         self.listener.stop()
         for call in self.tracker.flush():  # calls still waiting for a lost hang-up
             self.writer.put(call)

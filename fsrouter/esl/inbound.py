@@ -64,11 +64,14 @@ class ListenerStats:
 class EventListener:
     def __init__(self, host: str, port: int, password: str, on_event: Callable[[dict], None],
                  on_connect: Callable[[], None] = lambda: None,
-                 backoff_min: float = 0.1, backoff_max: float = 5.0):
+                 backoff_min: float = 0.1, backoff_max: float = 5.0,
+                 on_disconnect: Callable[[str], None] = lambda detail: None):
         self.host, self.port = host, port
         self._password = password
         self.on_event = on_event
         self.on_connect = on_connect
+        # A subscription ended while the listener goes on (not at stop()): what ended it.
+        self.on_disconnect = on_disconnect
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.stats = ListenerStats()
         self.connected = gevent.event.Event()
@@ -98,22 +101,32 @@ class EventListener:
     def _supervise(self) -> None:
         delay = self.backoff_min
         while self._running:
+            subscribed, ended = False, "connection closed"
             try:
                 self._connect()
                 delay = self.backoff_min
                 self.connected.set()
+                subscribed = True
                 self.on_connect()
                 while self._running and self._healthy():
                     gevent.sleep(0.2)
+                if self._conn is not None and self._conn.stream_error:
+                    ended = "stream broken"
             except (OSError, gevent.Timeout, ValueError, NotConnectedError) as exc:
                 self.stats.failures += 1
                 # ValueError is greenswitch's wrong-password answer: say so, without the password.
                 what = "authentication refused" if isinstance(exc, ValueError) else type(exc).__name__
+                ended = what
                 log.warning("listener.connect_failed", host=self.host, port=self.port, error=what,
                             retry_in=round(delay, 2))
             finally:
                 self.connected.clear()
                 self._drop()
+            if subscribed and self._running:
+                try:
+                    self.on_disconnect(ended)
+                except Exception:
+                    log.exception("listener.disconnect_handler_failed")
             if not self._running:
                 break
             self.stats.reconnects += 1

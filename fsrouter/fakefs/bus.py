@@ -49,6 +49,7 @@ class EventBus:
         self.dropped: list[int] = []
         self._drop = 0
         self.listeners: list[Callable[[SentEvent], None]] = []
+        self.cdr = None  # a cdr.CdrWriter: mod_cdr_csv writing each call as its channel reports
 
     def restart(self) -> None:
         self.core_uuid = str(uuidlib.uuid4())
@@ -63,6 +64,8 @@ class EventBus:
 
     def channel_event(self, channel: Channel, shape: str, name: str, at_us: int | None = None,
                       app: tuple[str, str, str] | None = None, response: str = "_none_") -> SentEvent:
+        if name == "CHANNEL_HANGUP_COMPLETE" and self.cdr is not None:
+            self.cdr.channel_reported(channel)  # the reporting state comes before the event
         seq = self.next_seq()
         if not (self.history.maxlen or self.listeners) and not any(
                 s.wants(name, channel.uuid) for s in self.subscribers):

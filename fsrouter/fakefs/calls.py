@@ -601,6 +601,9 @@ class Call:
             return
         at_us = at_us or self.clock.now_us()
         ch.alive = False
+        # The channel hung up now, not when the teardown gets to report it (its Hangup-Time, its CDR's
+        # end_uepoch): with time scaled, the few ms of teardown are seconds of FreeSWITCH time.
+        ch.times["hangup"] = ch.times["hangup"] or at_us
         ch.hangup_cause = cause
         ch.answer_state = "hangup"
         ch.dynamic["hangup_cause"] = cause

@@ -16,6 +16,7 @@ from .agents import Agent
 from .api import answer as api_answer
 from .bus import EventBus
 from .calls import Call, CallHandle
+from .cdr import CdrWriter
 from .channel import Channel
 from .clock import Clock
 from .inbound import MALFORMED, InboundServer, Replay, job_uuid, load_replay
@@ -26,15 +27,17 @@ from .wire import Command, command_reply
 class FakeFreeSWITCH:
     def __init__(self, host: str = "127.0.0.1", esl_port: int = 0, password: str = "ClueCon",
                  time_scale: float = 0.01, router: tuple[str, int] | None = None, hold: float = 0.0,
-                 dialplan_after_socket: float = 1.0, keep_events: int = 20000):
+                 dialplan_after_socket: float = 1.0, keep_events: int = 20000, cdr_dir=None):
         """esl_port 0 picks a free port (see .esl_address). `router` is where calls go unless
         place_call names another. `hold` makes the round-trip count causal (see session.py).
         `dialplan_after_socket`: FreeSWITCH seconds the dialplan's next action (voicemail) lasts
         when a call comes back from the socket before the caller is hung up. `keep_events`: how
         many sent events .events() keeps; 0 for load runs (events nobody receives are then not
-        even rendered)."""
+        even rendered). `cdr_dir`: where mod_cdr_csv writes fsrouter_in.csv / fsrouter_out.csv
+        (cdr.py); None writes no CDRs."""
         self.clock = Clock(time_scale)
         self.bus = EventBus(self.clock, keep=keep_events)
+        self.bus.cdr = CdrWriter(cdr_dir) if cdr_dir is not None else None
         self.inbound = InboundServer(self, host, esl_port, password)
         self.router = router
         self.hold = hold

@@ -96,3 +96,28 @@ def calls_missed(app, only_open, since, as_json):
              "open" if r.is_open else states.get(r.closed_by, r.closed_by), r.callback_agent or "",
              human_duration(r.callback_after.total_seconds()) if r.callback_after is not None else "",
              "" if r.is_open else ("yes" if r.client_answered else "no")) for r in rows])
+
+
+# -- loss windows ------------------------------------------------------------------------------
+
+def _window_dict(w) -> dict:
+    seconds = (w.closed_at - w.opened_at).total_seconds() if w.closed_at else None
+    return {"id": w.id, "node": w.node, "from": iso(w.opened_at), "to": iso(w.closed_at), "seconds": seconds,
+            "why": w.why, "detail": w.detail, "recovered": w.recovered, "learned": w.learned}
+
+
+@calls.command("gaps", epilog=example("fsrouter calls gaps", "fsrouter calls gaps --since 30d --node pbx1 --json"))
+@click.option("--since", default="7d", show_default=True, metavar="DURATION|ISO",
+              help="Windows still open or closed since then (7d, or 2024-05-01T00:00Z).")
+@click.option("--node", help="Only this daemon's windows (config `node`, default its host name).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def calls_gaps(app, since, node, as_json):
+    """When the event listener was not subscribed, why, and the calls recovered from the CDRs for it
+    (docs/operations.md, "Calls that ended while fsrouter was not listening")."""
+    rows = [_window_dict(w) for w in app.store.loss_windows(node=node, since=parse_since(since, datetime.now(UTC)))]
+    if as_json:
+        return echo_json(rows)
+    table(("ID", "NODE", "FROM", "TO", "SECONDS", "WHY", "RECOVERED", "LEARNED", "DETAIL"),
+          [(r["id"], r["node"], r["from"], r["to"] or "open", f"{r['seconds']:.1f}" if r["seconds"] is not None else "-",
+            r["why"], r["recovered"], r["learned"], r["detail"]) for r in rows])

@@ -1,0 +1,106 @@
+"""Loss windows (core/loss.py, esl/loss.py): when the listener was not subscribed, why, one warning
+each; which calls a window touches."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from structlog.testing import capture_logs
+
+from fsrouter.core.loss import DAEMON_START, DISCONNECT, FREESWITCH_RESTART, LossWindow, touches, window_of
+from fsrouter.core.model import OUTBOUND, Call
+from fsrouter.esl.loss import MARK_EVERY, LossWatch
+from fsrouter.store import Store
+
+T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self):
+        self.at, self.mono = T0, 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def watch(store, clock):
+    return LossWatch(lambda fn: fn(store), "n1", clock=lambda: clock.at, monotonic=lambda: clock.mono)
+
+
+def call(start_s: float, end_s: float) -> Call:
+    return Call(direction=OUTBOUND, client="+380672223344", agent="1004", started_at=T0 + timedelta(seconds=start_s),
+                ended_at=T0 + timedelta(seconds=end_s), uuid=f"u{start_s}-{end_s}")
+
+
+def test_a_window_touches_calls_that_ended_started_or_ran_through_it():
+    w = LossWindow(1, "n1", T0 + timedelta(seconds=100), T0 + timedelta(seconds=200), DISCONNECT)
+    assert [touches(w, call(*c)) for c in [(10, 50), (10, 150), (120, 150), (150, 300), (10, 300), (250, 300)]] == [
+        False, True, True, True, True, False]
+    # The edges are widened by 2 s (two clocks); an open window takes everything since it opened.
+    assert touches(w, call(10, 98.5)) and touches(w, call(201.5, 300))
+    assert touches(LossWindow(2, "n1", T0, None, DISCONNECT), call(10_000, 10_001))
+    assert window_of(call(10, 50), [w]) is None
+
+
+def test_a_killed_daemons_window_opens_at_its_last_mark_and_warns_once(tmp_path):
+    store, clock = Store.open(f"sqlite:///{tmp_path}/w.db"), Clock()
+    first = watch(store, clock)
+    first.started()  # the first start on this database: no window
+    first.subscribed()
+    first.event({"Core-UUID": "core-1"})
+    for _ in range(12):  # 60 s subscribed; a mark every MARK_EVERY
+        clock.advance(5)
+        first.mark()
+    last_mark = clock.at
+    clock.advance(MARK_EVERY - 0.1)  # SIGKILL just before the next mark, then 30 s away
+    clock.advance(30)
+    second = watch(store, clock)
+    structlog.reset_defaults()
+    with capture_logs() as logs:
+        second.started()
+        second.subscribed()
+        second.event({"Core-UUID": "core-1"})
+        second.event({"Core-UUID": "core-1"})
+    [window] = store.loss_windows("n1")
+    assert (window.why, window.opened_at, window.closed_at) == (DAEMON_START, last_mark, clock.at)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["events.loss_window"]
+    assert second.windows == 1
+
+
+def test_a_dropped_connection_opens_from_the_last_event_and_a_new_core_uuid_names_a_restart(tmp_path):
+    store, clock = Store.open(f"sqlite:///{tmp_path}/w.db"), Clock()
+    w = watch(store, clock)
+    w.started()
+    w.subscribed()
+    w.event({"Core-UUID": "core-1"})
+    clock.advance(3)
+    w.event({"Core-UUID": "core-1"})
+    last_event = clock.at
+    clock.advance(7)
+    w.unsubscribed("connection closed")
+    clock.advance(10)
+    w.subscribed()
+    w.event({"Core-UUID": "core-2"})  # another switch answered
+    [window] = store.loss_windows("n1")
+    assert (window.opened_at, window.closed_at, window.why, window.detail) == (
+        last_event, clock.at, FREESWITCH_RESTART, "connection closed")
+    # A second drop from the same (new) switch is a plain disconnect.
+    w.unsubscribed("stream broken")
+    w.subscribed()
+    w.event({"Core-UUID": "core-2"})
+    assert [x.why for x in store.loss_windows("n1")] == [FREESWITCH_RESTART, DISCONNECT]
+
+
+def test_a_daemon_that_dies_while_not_subscribed_keeps_its_window_open(tmp_path):
+    store, clock = Store.open(f"sqlite:///{tmp_path}/w.db"), Clock()
+    w = watch(store, clock)
+    w.started()
+    w.subscribed()
+    w.unsubscribed("connection closed")
+    clock.advance(60)
+    again = watch(store, clock)
+    again.started()  # the open window goes on from its own start
+    again.subscribed()
+    [window] = store.loss_windows("n1")
+    assert (window.why, window.opened_at, window.closed_at) == (DISCONNECT, T0, T0 + timedelta(seconds=60))

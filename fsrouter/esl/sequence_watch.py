@@ -36,9 +36,9 @@ class SequenceGapWatch:
         now = self.clock()
         if self._quiet_until is not None and now < self._quiet_until:
             return False
-        counts = dict(new_gaps=gaps - self._logged_gaps, total_gaps=gaps, late=self.stats.sequence_late,
-                      new_unknown_channel_events=unknown - self._logged_unknown,
-                      total_unknown_channel_events=unknown, every_at_most_seconds=self.interval)
+        counts = {"new_gaps": gaps - self._logged_gaps, "total_gaps": gaps, "late": self.stats.sequence_late,
+                      "new_unknown_channel_events": unknown - self._logged_unknown,
+                      "total_unknown_channel_events": unknown, "every_at_most_seconds": self.interval}
         if unknown > self._logged_unknown:
             log.warning("events.unknown_channels", **counts)
         else:

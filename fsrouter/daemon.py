@@ -223,7 +223,8 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         self.loss = LossWatch(self._with_store, self.node)
         self.catchup = (CdrCatchup(config.cdr_dir, self.service, self.node, lock=self.db_lock,
-                                   pending=lambda: self.writer.pending) if config.cdr_dir else None)
+                                   clock=self.loss.now, pending=lambda: self.writer.pending)
+                        if config.cdr_dir else None)
         self._loss_greenlets: list[gevent.Greenlet] = []
         # Presence (docs/presence-and-hours.md): who is on a call, from the same events, and whose
         # phone is registered, asked of FreeSWITCH (sofia_contact) on the same connection.

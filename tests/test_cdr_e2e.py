@@ -5,7 +5,6 @@ recorded twice (each call is written by exactly one of the listener and the catc
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from office import AGENTS, hears, settle, wait_until
@@ -22,8 +21,8 @@ SCALE = 0.005  # 1 s of FreeSWITCH time is 5 ms: the catch-up's 60 s settle pass
 
 
 class Site:
-    """The store, the fake FreeSWITCH writing CDRs to cdr/, and a daemon reading them; the
-    daemon's clocks are the fake's (its FreeSWITCH time runs 1/SCALE times faster than the wall)."""
+    """The store, the fake FreeSWITCH writing CDRs to cdr/, and a daemon reading them. The daemon
+    dates windows by FreeSWITCH's time (its events'), which runs 1/SCALE times faster here."""
 
     def __init__(self, tmp_path):
         self.url = f"sqlite:///{tmp_path}/site.db"
@@ -39,12 +38,8 @@ class Site:
         self.daemon: Daemon | None = None
         self.start()
 
-    def now(self) -> datetime:
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.fake.clock.now_us())
-
     def start(self) -> None:
         daemon = Daemon(self.config, Service(self.store, cache_ttl=0.0))
-        daemon.loss.clock = daemon.catchup.clock = self.now
         daemon.start()
         self.daemon = daemon
         self.daemons.append(daemon)
@@ -79,8 +74,8 @@ class Site:
 
     def catch_up(self) -> int:
         """Past the settle time, one pass of the catch-up (the daemon's own loop runs every 5 s)."""
-        settle(self.daemon)
         self.fake.clock.sleep(self.daemon.catchup.settle.total_seconds() + 1)
+        self.settle()  # the daemon's FreeSWITCH time (its last event's) moves on past the settle time
         return self.daemon.catchup.poll()
 
     def binding(self, client: str):

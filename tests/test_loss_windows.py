@@ -25,7 +25,13 @@ class Clock:
 
 
 def watch(store, clock):
-    return LossWatch(lambda fn: fn(store), "n1", clock=lambda: clock.at, monotonic=lambda: clock.mono)
+    return LossWatch(lambda fn: fn(store), "n1", wall=lambda: clock.at, monotonic=lambda: clock.mono)
+
+
+def event(w, clock, core="core-1"):
+    """An event FreeSWITCH sends now (its Event-Date-Timestamp in microseconds)."""
+    us = (clock.at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    w.event({"Event-Name": "HEARTBEAT", "Core-UUID": core, "Event-Date-Timestamp": str(us)})
 
 
 def call(start_s: float, end_s: float) -> Call:
@@ -48,7 +54,7 @@ def test_a_killed_daemons_window_opens_at_its_last_mark_and_warns_once(tmp_path)
     first = watch(store, clock)
     first.started()  # the first start on this database: no window
     first.subscribed()
-    first.event({"Core-UUID": "core-1"})
+    event(first, clock)
     for _ in range(12):  # 60 s subscribed; a mark every MARK_EVERY
         clock.advance(5)
         first.mark()
@@ -60,8 +66,8 @@ def test_a_killed_daemons_window_opens_at_its_last_mark_and_warns_once(tmp_path)
     with capture_logs() as logs:
         second.started()
         second.subscribed()
-        second.event({"Core-UUID": "core-1"})
-        second.event({"Core-UUID": "core-1"})
+        event(second, clock)  # the first event after subscribing closes the window
+        event(second, clock)
     [window] = store.loss_windows("n1")
     assert (window.why, window.opened_at, window.closed_at) == (DAEMON_START, last_mark, clock.at)
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["events.loss_window"]
@@ -73,22 +79,22 @@ def test_a_dropped_connection_opens_from_the_last_event_and_a_new_core_uuid_name
     w = watch(store, clock)
     w.started()
     w.subscribed()
-    w.event({"Core-UUID": "core-1"})
+    event(w, clock)
     clock.advance(3)
-    w.event({"Core-UUID": "core-1"})
+    event(w, clock)
     last_event = clock.at
     clock.advance(7)
     w.unsubscribed("connection closed")
     clock.advance(10)
     w.subscribed()
-    w.event({"Core-UUID": "core-2"})  # another switch answered
+    event(w, clock, core="core-2")  # another switch answered
     [window] = store.loss_windows("n1")
     assert (window.opened_at, window.closed_at, window.why, window.detail) == (
         last_event, clock.at, FREESWITCH_RESTART, "connection closed")
     # A second drop from the same (new) switch is a plain disconnect.
     w.unsubscribed("stream broken")
     w.subscribed()
-    w.event({"Core-UUID": "core-2"})
+    event(w, clock, core="core-2")
     assert [x.why for x in store.loss_windows("n1")] == [FREESWITCH_RESTART, DISCONNECT]
 
 
@@ -97,10 +103,30 @@ def test_a_daemon_that_dies_while_not_subscribed_keeps_its_window_open(tmp_path)
     w = watch(store, clock)
     w.started()
     w.subscribed()
+    event(w, clock)
     w.unsubscribed("connection closed")
     clock.advance(60)
     again = watch(store, clock)
     again.started()  # the open window goes on from its own start
     again.subscribed()
+    event(again, clock)
     [window] = store.loss_windows("n1")
     assert (window.why, window.opened_at, window.closed_at) == (DISCONNECT, T0, T0 + timedelta(seconds=60))
+
+
+def test_windows_are_dated_by_freeswitchs_clock_not_fsrouters(tmp_path):
+    # fsrouter's host clock is 10 minutes behind FreeSWITCH's: the window is in FreeSWITCH's time,
+    # the time of the CDRs it is compared with.
+    store, clock = Store.open(f"sqlite:///{tmp_path}/w.db"), Clock()
+    w = watch(store, clock)
+    w.started()
+    w.subscribed()
+    fs = Clock()
+    fs.at = clock.at + timedelta(minutes=10)
+    event(w, fs)
+    clock.advance(2)
+    fs.advance(2)
+    assert w.now() == fs.at
+    w.unsubscribed("connection closed")
+    [window] = store.loss_windows("n1")
+    assert window.opened_at == fs.at - timedelta(seconds=2)  # the last event's time

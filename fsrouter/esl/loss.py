@@ -1,39 +1,62 @@
 """The listener's loss windows, as they happen: opened when the subscription ends or the daemon
-starts after a gap, closed when the listener is subscribed again, kept in the store (one row per
-window, core/loss.py), one warning each, counted for /metrics.
+starts after a gap, closed at the first event once the listener is subscribed again, kept in the
+store (one row per window, core/loss.py), one warning each, counted for /metrics.
 
-The start of a window is the last moment the listener is known to have been subscribed: its
-last event for a dropped connection; for a daemon that was stopped or killed, the mark it keeps
-in the store every few seconds while subscribed (so a SIGKILL costs at most that much margin,
-never a missed call: a call the listener did record is skipped by its uuid).
+Every time here is FreeSWITCH's: the Event-Date-Timestamp of the events, moved on by the wall
+clock between two of them (now()). The CDR times the catch-up compares a window with are
+FreeSWITCH's too, so the two agree even when fsrouter runs on another host with a clock of its
+own. A window opens at the last event received (for a daemon that was stopped or killed, at the
+mark it keeps in the store every few seconds while subscribed: a SIGKILL costs at most that much
+margin, never a missed call, since a call the listener did record is skipped by its uuid), and
+closes at the first event after the new subscription: HEARTBEAT comes every 20 s on a quiet
+switch, and that first event also names the switch (Core-UUID), so the window knows whether
+FreeSWITCH itself restarted.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from ..core.loss import DAEMON_START, DISCONNECT, LossWindow, why_closed
+from ..core.loss import DAEMON_START, DISCONNECT, why_closed
 
 log = structlog.get_logger("fsrouter.listener")
 
 MARK_EVERY = 5.0  # seconds between two marks while subscribed: a killed daemon's window opens this early
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_DIGITS = 17
+
+
+def _event_time(headers: Mapping) -> datetime | None:
+    text = headers.get("Event-Date-Timestamp")
+    if not (isinstance(text, str) and text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or text == "0":
+        return None
+    return _EPOCH + timedelta(microseconds=int(text))
 
 
 class LossWatch:
-    def __init__(self, store_call: Callable, node: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    def __init__(self, store_call: Callable, node: str, wall: Callable[[], datetime] = lambda: datetime.now(UTC),
                  monotonic: Callable[[], float] = time.monotonic):
         self._store_call = store_call  # store_call(fn) runs fn(store) where the store may be used
         self.node = node
-        self.clock = clock
+        self.wall = wall
         self.monotonic = monotonic
         self.windows = 0  # windows closed since the daemon started (/metrics)
         self.core_uuid = ""  # the switch the listener was last subscribed to
+        self._fs: tuple[datetime, float] | None = None  # the last event's time, and monotonic() then
         self._last_event: datetime | None = None
-        self._closed: LossWindow | None = None  # closed at the last subscription, its cause not yet checked
+        self._closing = False  # subscribed again: the next event closes the open window
         self._marked_at: float | None = None
+
+    def now(self) -> datetime:
+        """FreeSWITCH's time now: the last event's, plus the wall time since (before any event,
+        the wall clock)."""
+        if self._fs is None:
+            return self.wall()
+        at, seen = self._fs
+        return at + timedelta(seconds=max(0.0, self.monotonic() - seen))
 
     def started(self) -> None:
         """The daemon starts: the time since its predecessor's last mark is a window."""
@@ -44,39 +67,42 @@ class LossWatch:
         self._store_call(lambda store: store.start_loss_window(self.node, at, DAEMON_START, "fsrouter was not running"))
 
     def subscribed(self) -> None:
-        now = self.clock()
-        window = self._store_call(lambda store: store.close_loss_window(self.node, now))
-        self._last_event = now
-        self.mark(force=True)
-        if window is None:
-            return
-        self.windows += 1
-        self._closed = window
-        log.warning("events.loss_window", window=window.id, why=window.why, detail=window.detail,
-                    not_subscribed_from=window.opened_at.isoformat(), to=window.closed_at.isoformat(),
-                    seconds=round((window.closed_at - window.opened_at).total_seconds(), 3))
+        self._closing = True
 
     def unsubscribed(self, detail: str) -> None:
         """The subscription ended while the daemon goes on."""
-        opened = self._last_event or self.clock()
+        self._closing = False
+        opened = self._last_event or self.now()
         self._store_call(lambda store: store.start_loss_window(self.node, opened, DISCONNECT, detail))
 
     def event(self, headers: Mapping) -> None:
-        """Every event: the time of the last one, and the switch that sent it."""
-        self._last_event = self.clock()
+        """Every event: FreeSWITCH's time, and after a new subscription the end of the window."""
+        at = _event_time(headers)
+        if at is not None:
+            self._fs = (at, self.monotonic())
+        self._last_event = self.now()
         core_uuid = headers.get("Core-UUID")
-        if isinstance(core_uuid, str) and core_uuid and core_uuid != self.core_uuid:
-            closed, self._closed = self._closed, None
-            if closed is not None:
-                why = why_closed(closed.why, self.core_uuid, core_uuid)
-                if why != closed.why:
-                    self._store_call(lambda store: store.set_loss_window_why(closed.id, why))
-                    log.info("events.loss_window_cause", window=closed.id, why=why,
-                             core_uuid_before=self.core_uuid, core_uuid=core_uuid)
+        core_uuid = core_uuid if isinstance(core_uuid, str) else ""
+        if self._closing:
+            self._closing = False
+            self._close(core_uuid)
+        if core_uuid and core_uuid != self.core_uuid:
             self.core_uuid = core_uuid
             self.mark(force=True)
-        else:
-            self._closed = None
+
+    def _close(self, core_uuid: str) -> None:
+        closed_at = self._last_event
+        window = self._store_call(lambda store: store.close_loss_window(self.node, closed_at))
+        self.mark(force=True)
+        if window is None:
+            return
+        why = why_closed(window.why, self.core_uuid, core_uuid)
+        if why != window.why:
+            self._store_call(lambda store: store.set_loss_window_why(window.id, why))
+        self.windows += 1
+        log.warning("events.loss_window", window=window.id, why=why, detail=window.detail,
+                    not_subscribed_from=window.opened_at.isoformat(), to=window.closed_at.isoformat(),
+                    seconds=round((window.closed_at - window.opened_at).total_seconds(), 3))
 
     def mark(self, force: bool = False) -> None:
         """While subscribed: the listener is known subscribed now (at most every MARK_EVERY)."""
@@ -84,5 +110,5 @@ class LossWatch:
         if not force and self._marked_at is not None and now - self._marked_at < MARK_EVERY:
             return
         self._marked_at = now
-        at = self.clock()
+        at = self.now()
         self._store_call(lambda store: store.set_listener_mark(self.node, at, self.core_uuid))

@@ -285,6 +285,11 @@ class Daemon:
     def _on_connect(self) -> None:
         self._loss("subscribed")
         self.tracker.reset_sequence()
+        if self.catchup is not None:
+            # Calls that were in progress while nobody listened are the catch-up's to record,
+            # from their CDR once they end, rather than the listener's from what it half saw.
+            for call in self.tracker.forget_open():
+                self.writer.put(call)
         # Events may have been lost while disconnected: a hang-up among them would leave an agent
         # busy for hours. Forget, and learn again from the events to come.
         self.busy.reset()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 
+import gevent
 import pytest
 from office import AGENTS, hears, settle, wait_until
 
@@ -143,6 +144,25 @@ def test_calls_that_ended_while_the_event_socket_was_cut_are_recovered_once(site
     [window] = site.store.loss_windows("site")[-1:]
     assert (window.why, window.recovered, window.learned, window.closed_at is not None) == (DISCONNECT, 3, 3, True)
     assert site.catch_up() == 0  # nothing twice
+
+
+def test_a_call_the_cut_went_through_is_recorded_whole_from_its_cdr(site):
+    # 1003 answers and talks 200 s (1 s of wall time); the event socket is cut meanwhile, so the
+    # listener misses part of the call's events: the catch-up records it, from its CDR, once.
+    site.only_answers("1003", talk=200)
+    handle = site.fake.place_call(caller="+380671130001", router=site.daemon.outbound.address)
+    assert wait_until(lambda: site.fake.events("CHANNEL_BRIDGE", uuid=handle.uuid), 10)  # talking now
+    site.fake.inbound.stop()
+    assert wait_until(lambda: not site.daemon.listener.connected.is_set(), 10)
+    gevent.sleep(0.2)
+    site.fake.inbound.start()
+    assert site.daemon.listener.connected.wait(10)
+    assert handle.wait(15)
+    assert site.catch_up() == 1
+    [record] = [c for c in site.store.calls() if c.uuid == handle.uuid]
+    assert (record.agent, record.talk_seconds >= 199, record.answered) == ("1003", True, True)
+    assert site.binding("+380671130001") == "1003"
+    assert site.written_once()
 
 
 def test_calls_that_ended_while_the_daemon_was_stopped_are_recovered_once(site):

@@ -243,6 +243,17 @@ class CallTracker:
         """A new connection: its first Event-Sequence is no gap."""
         self._last_sequence = None
 
+    def forget_open(self) -> list[Call]:
+        """A new connection after a loss window: the channels followed now may have lost events
+        meanwhile (a bridge, an answer, an agent leg's creation), and a call seen in part would be
+        recorded wrongly, so they are dropped, their later events counted as late; the CDR
+        catch-up records those calls whole (esl/catchup.py). Calls already hung up and waiting
+        for a leg's hang-up are finished now, with what is known (as flush())."""
+        for uuid in self._open:
+            self._remember_gone(uuid)
+        self._open.clear()
+        return self.flush()
+
     # -- events ----------------------------------------------------------------------------
     def _apply(self, headers: Mapping, at_us: int | None) -> None:
         event = _text(headers, "Event-Name")

@@ -113,6 +113,7 @@ EXPECTED_COMMANDS = {
     ("calls", "import"),
     ("calls", "list"),
     ("calls", "missed"),  # issue 4
+    ("calls", "gaps"),  # issue 13: loss windows and what the CDR catch-up recovered
     ("report",),  # issue 4
     ("agent", "dnd"),  # issue 4: presence, hours, clients, handover
     ("group", "set"),

@@ -25,6 +25,9 @@ seconds between them (a fault's recovery is awaited before the next one is drawn
     malformed    a frame fsrouter cannot read (one of the fake's malformed frames, or random bytes)
     db_stall     another connection holds SQLite's write lock (BEGIN EXCLUSIVE) for 2-5 s
     sigkill      fsrouter is killed with SIGKILL and started again 0.5-3 s later
+    down_long    fsrouter is killed with SIGKILL and stays down 20-40 s (an upgrade, a crash loop)
+    esl_reload   the event socket goes away for 1-3 s and comes back on the same switch (same
+                 Core-UUID), as `reload mod_event_socket` does
     crm_hang     the CRM hangs for 3-8 s: every request is held, unanswered, until 2 s after
 
 At the end it prints its figures and checks them (exit 1 when a check fails):
@@ -33,10 +36,10 @@ At the end it prints its figures and checks them (exit 1 when a check fails):
     (calls whose socket connect failed while fsrouter was down count as handed back: the
     dialplan's fallback covers them; so do calls whose socket was cut by the SIGKILL);
   * no binding the rules require is missing or wrong in the store, and no call record is
-    missing, for every call whose events FreeSWITCH delivered: calls that overlapped an
-    event-socket outage, or ended less than 1 s before one began (a SIGKILL is an outage too),
-    cannot be learned from -- FreeSWITCH does not keep events for a listener that is away --
-    and are counted apart;
+    missing, for every call, those of event-socket outages included: the fake writes every call's
+    CDR as mod_cdr_csv does (fsrouter_in.csv / fsrouter_out.csv, conf/cdr_csv.conf.xml) and the
+    daemon's catch-up recovers from them the calls whose events it missed (counted apart: calls
+    that overlapped an outage, or ended less than 1 s before one began);
   * no duplicate call records, none that match no call offered;
   * no unhandled exception (traceback) in the daemon's log, and a clean exit 0 on SIGTERM;
   * the CRM: its answers routed calls, and while it hung no decision took longer than
@@ -80,7 +83,7 @@ from fsrouter.store import Store
 AGENTS = ("1001", "1002", "1003", "1004")
 MIN_TALK = 10.0  # the default rule: FreeSWITCH seconds of talk that bind an inbound call
 OUTAGE_MARGIN = 1.0  # a call ending less than this before an outage may not have been written
-FAULTS = ("fs_restart", "esl_drop", "malformed", "db_stall", "sigkill", "crm_hang")
+FAULTS = ("fs_restart", "esl_drop", "malformed", "db_stall", "sigkill", "crm_hang", "down_long", "esl_reload")
 CRM_BUDGET = 0.3  # the daemon's crm_budget (its default)
 DECISION_BUDGET = 0.25  # the daemon's decision_budget (its default)
 CRM_SLACK = 0.25  # this process's scheduling, on top of the budgets, when judging a decision's time
@@ -125,6 +128,7 @@ class Figures:
     crm_hangs: list = field(default_factory=list)  # (start, end) perf_counter: the CRM hung
     crm_hang_seconds: float = 0.0
     outbox_drained_seconds: float | None = None
+    caught_up_seconds: float | None = None  # after the last call, until the catch-up read every CDR line
 
 
 def free_port() -> int:
@@ -265,8 +269,9 @@ class Soak:
         self.db_path = self.dir / "fsrouter.db"
         self.log_path = self.dir / "daemon.log"
         self.listen_port = free_port()
+        self.cdr_dir = self.dir / "cdr"
         self.fake = FakeFreeSWITCH(time_scale=args.time_scale, password=args.password, keep_events=0,
-                                   router=("127.0.0.1", self.listen_port)).start()
+                                   router=("127.0.0.1", self.listen_port), cdr_dir=self.cdr_dir).start()
         self.offered: list[Offered] = []
         self.figures = Figures()
         self.proc: subprocess.Popen | None = None
@@ -297,6 +302,7 @@ class Soak:
             f"crm_breaker_failures = 5\ncrm_breaker_reset = 5.0\n"
             f'webhook_urls = ["{self.hooks.url}"]\nwebhook_secret = "{WEBHOOK_SECRET}"\n'
             f"webhook_timeout = {WEBHOOK_TIMEOUT}\n"
+            f'cdr_dir = "{self.cdr_dir}"\nnode = "soak"\n'
             # Tables last: lead names an extension, contact a CRM user id.
             f'[[crm_lookups]]\nname = "lead"\nurl = "{self.crm.url}/responsible?kind=lead&phone={{client}}"\n'
             f'field = "responsible.ext"\n'
@@ -385,6 +391,13 @@ class Soak:
             due += interval
             gevent.sleep(max(0.0, due - time.monotonic()))
 
+    def heartbeats(self) -> None:
+        """FreeSWITCH's HEARTBEAT, every 20 of its seconds: the daemon's FreeSWITCH clock (loss
+        windows, the catch-up's settle time) moves on with it on a quiet switch."""
+        while True:
+            gevent.sleep(self.fake.clock.real(20.0))
+            self.fake.bus.plain_event("HEARTBEAT", [("Event-Info", "System Ready")])
+
     def rescript_agents(self) -> None:
         while True:
             for ext in AGENTS:
@@ -425,12 +438,18 @@ class Soak:
             # A writer that failed meanwhile retries with a backoff of up to 5 s: let it catch up
             # before a SIGKILL could take what it holds.
             extra = 6.0
-        elif fault == "sigkill":
+        elif fault in ("sigkill", "down_long"):
             self.sigkill()
-            gevent.sleep(self.rng.uniform(0.5, 3.0))
+            gevent.sleep(self.rng.uniform(0.5, 3.0) if fault == "sigkill" else self.rng.uniform(20.0, 40.0))
             self.start_daemon()
             self.wait_covered(30.0, f"restart at {started - self.t0:.1f}s")
             self.figures.down.append((started, time.monotonic()))
+        elif fault == "esl_reload":
+            for conn in self.subscribed():
+                self._broken_at[id(conn)] = started
+            self.fake.inbound.stop()
+            gevent.sleep(self.rng.uniform(1.0, 3.0))
+            self.fake.inbound.start()
         elif fault == "crm_hang":
             # Every CRM request hangs, unanswered, for 3-8 s (and a while longer for those that
             # came: the daemon must have given up after its budget).
@@ -491,7 +510,7 @@ class Soak:
             print("fsrouter never connected to the fake FreeSWITCH; its log:", file=sys.stderr)
             print(self.log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
             return 2
-        greenlets += [gevent.spawn(self.rescript_agents), gevent.spawn(self.place_calls)]
+        greenlets += [gevent.spawn(self.rescript_agents), gevent.spawn(self.place_calls), gevent.spawn(self.heartbeats)]
         faults = gevent.spawn(self.faults) if not self.args.no_faults else None
         gevent.sleep(self.args.seconds)
         if faults is not None:
@@ -503,6 +522,7 @@ class Soak:
         self.wait_covered(30.0, "after the last fault")
         self.fake.wait_calls(120.0)
         gevent.sleep(0.5)
+        self.wait_caught_up()
         self.wait_written()
         self.wait_outbox_drained()
         self.proc.send_signal(signal.SIGTERM)
@@ -518,6 +538,21 @@ class Soak:
         self.hooks.stop()
         self.log.close()
         return self.report(exit_code)
+
+    def wait_caught_up(self, timeout: float = 120.0) -> None:
+        """Until the daemon's CDR catch-up has read every line the fake wrote (a line waits a
+        minute of FreeSWITCH time after its call ended before it is read)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sizes = {f"{st.st_dev}:{st.st_ino}": st.st_size
+                     for st in (p.stat() for p in self.cdr_dir.glob("fsrouter_*.csv*"))}
+            with sqlite3.connect(self.db_path, timeout=5) as conn:
+                read = dict(conn.execute("SELECT file_key, \"offset\" FROM cdr_cursor").fetchall())
+            if sizes and all(read.get(key) == size for key, size in sizes.items()):
+                self.figures.caught_up_seconds = round(timeout - (deadline - time.monotonic()), 1)
+                return
+            gevent.sleep(0.5)
+        self.figures.recovery_failures.append("the CDR catch-up never read every line")
 
     def wait_written(self, timeout: float = 30.0) -> None:
         """Until the call records stop changing (the daemon wrote what it will write)."""
@@ -545,9 +580,10 @@ class Soak:
             gevent.sleep(0.5)
 
     # -- checks ----------------------------------------------------------------------------------
-    def checkable(self, call: Offered) -> bool:
-        """Could fsrouter have seen every event of this call? Not if an event-socket outage (a
-        SIGKILL is one) overlapped it or began less than OUTAGE_MARGIN after it ended."""
+    def events_seen(self, call: Offered) -> bool:
+        """Could fsrouter's listener have seen every event of this call? Not if an event-socket
+        outage (a SIGKILL is one) overlapped it or began less than OUTAGE_MARGIN after it ended:
+        such a call is the CDR catch-up's to record."""
         end = call.done_at if call.done_at is not None else float("inf")
         for outage in self.figures.outages:
             stop = outage.end if outage.end is not None else float("inf")
@@ -649,6 +685,8 @@ class Soak:
 
         store = Store.open(f"sqlite:///{self.db_path}")
         records = store.calls()
+        windows_rows = [(w.why, w.closed_at, w.recovered) for w in store.loss_windows("soak")]
+        windows = dict(sorted(Counter(why for why, _, _ in windows_rows).items()))
         learned = {b.client: b.agent for b in store.list_bindings() if b.source == "auto"}
         store.close()
         hooks = self.webhook_figures(records, learned)
@@ -659,8 +697,8 @@ class Soak:
                           if n > 1)
         phantoms = sum(1 for r in records if r.uuid not in offered_uuids)
 
-        checkable = [c for c in self.offered if c.done_at is not None and self.checkable(c)]
-        records_missing = [c.uuid for c in checkable if c.uuid not in by_uuid]
+        finished = [c for c in self.offered if c.done_at is not None]
+        records_missing = [c.uuid for c in finished if c.uuid not in by_uuid]
 
         # The binding each client must have: its last qualifying call (rules.py), when that call
         # could be seen. Two qualifying calls ending within 0.5 FreeSWITCH seconds are too close
@@ -681,7 +719,7 @@ class Soak:
             calls.sort(key=lambda item: (item[0], item[1]))
             ended_us, agent, last = calls[-1]
             close = len(calls) > 1 and ended_us - calls[-2][0] < 500_000 and calls[-2][1] != agent
-            if close or not self.checkable(last):
+            if close:
                 unjudged += 1
                 continue
             have = learned.get(client)
@@ -695,6 +733,7 @@ class Soak:
                 verified += 1
 
         tracebacks, exceptions, events = 0, 0, Counter()
+        by_listener, by_catchup = Counter(), Counter()  # uuid -> times written by each path
         for line in self.log_path.read_text(errors="replace").splitlines():
             if "Traceback" in line:
                 tracebacks += 1
@@ -705,6 +744,10 @@ class Soak:
                     continue
                 if "exception" in record:
                     exceptions += 1
+                if record.get("event") == "call.recorded":
+                    by_listener[record.get("uuid")] += 1
+                elif record.get("event") == "call.recovered":
+                    by_catchup[record.get("uuid")] += 1
                 if record.get("level") in ("warning", "error", "critical"):
                     events[f"{record.get('level')}:{record.get('event')}"] += 1
 
@@ -725,12 +768,17 @@ class Soak:
             "fault_log": f.fault_log,
             "outages": [(round(o.start - self.t0, 2), round(o.end - self.t0, 2) if o.end else None)
                         for o in f.outages],
-            "calls_not_checkable_events_lost": len([c for c in self.offered if not self.checkable(c)]),
-            "calls_checkable": len(checkable), "call_records": len(records),
+            "calls_with_events_lost": len([c for c in finished if not self.events_seen(c)]),
+            "calls_finished": len(finished), "call_records": len(records),
+            "loss_windows": windows, "calls_recovered_from_cdrs": sum(n for _, _, n in windows_rows),
+            "catch_up_done_after_calls_s": self.figures.caught_up_seconds,
             "call_records_missing": len(records_missing),
             "clients_with_a_required_binding": len(qualifying), "bindings_verified": verified,
             "bindings_missing": missing, "bindings_wrong": wrong, "bindings_not_judged": unjudged,
             "duplicate_call_records": duplicates, "call_records_matching_no_call": phantoms,
+            # A call written by the listener and again by the catch-up, or twice by one of them.
+            "calls_recorded_twice": sum(1 for u in set(by_listener) | set(by_catchup)
+                                        if by_listener[u] + by_catchup[u] > 1),
             "daemon_tracebacks": tracebacks, "daemon_exception_records": exceptions,
             "daemon_exit_on_sigterm": exit_code, "recovery_failures": f.recovery_failures,
             "daemon_warnings": dict(events.most_common(12)),
@@ -748,9 +796,11 @@ class Soak:
         checks = {
             "every call bridged or handed back": handled == len(inbound),
             f"no caller waited over {self.args.max_wait:g} s for a bridge while fsrouter ran": not slow,
-            "no required binding missing or wrong": missing == 0 and wrong == 0,
-            "no call record missing": not records_missing,
-            "no duplicate call records": duplicates == 0 and phantoms == 0,
+            "no required binding missing or wrong after the catch-up": missing == 0 and wrong == 0,
+            "no call record missing after the catch-up": not records_missing,
+            "every loss window closed": all(closed is not None for _, closed, _ in windows_rows),
+            "no call recorded twice, none matching no call":
+                duplicates == 0 and phantoms == 0 and figures["calls_recorded_twice"] == 0,
             "no unhandled exception in the daemon's log": tracebacks == 0 and exceptions == 0,
             "every fault recovered from": not f.recovery_failures,
             "clean exit 0 on SIGTERM": exit_code == 0,
@@ -808,12 +858,14 @@ def print_summary(f: dict) -> None:
          f"{wait['p50']} / {wait['p99']} / {wait['max']} ms"),
         ("faults", ", ".join(f"{n} {k}" for k, n in f["faults"].items())),
         ("event-socket outages", f"{f['event_socket_outages']}"),
-        ("call records missing, of the checkable calls",
-         f"{f['call_records_missing']} of {f['calls_checkable']}"),
+        ("calls whose events were lost / recovered from the CDRs",
+         f"{f['calls_with_events_lost']} / {f['calls_recovered_from_cdrs']}"),
+        ("loss windows (why: count)", ", ".join(f"{k}: {n}" for k, n in f["loss_windows"].items())),
+        ("call records missing, of the calls", f"{f['call_records_missing']} of {f['calls_finished']}"),
         ("required bindings missing or wrong (verified)",
          f"{f['bindings_missing'] + f['bindings_wrong']} ({f['bindings_verified']} verified)"),
-        ("duplicate call records / matching no call",
-         f"{f['duplicate_call_records']} / {f['call_records_matching_no_call']}"),
+        ("calls recorded twice / duplicate records / matching no call",
+         f"{f['calls_recorded_twice']} / {f['duplicate_call_records']} / {f['call_records_matching_no_call']}"),
         ("CRM requests: answered / hung",
          f"{requests.get('answered_agent', 0) + requests.get('answered_404', 0)} / {requests.get('hung', 0)}"),
         ("client calls routed on the CRM's answer", f"{crm['inbound_calls_routed_on_its_answer']}"),

@@ -171,6 +171,7 @@ class CdrCatchup:
         store = self.store
         recovered: Counter = Counter()
         learned: Counter = Counter()
+        lines = []  # logged once committed: a transaction that fails is tried again, whole
         with self.lock, store.transaction():
             waiting = {call.uuid for call in self.pending()}
             known = store.known_call_uuids(call.uuid for call in calls) | waiting
@@ -183,11 +184,13 @@ class CdrCatchup:
                 binding = self.service.record_call(call)
                 recovered[window.id] += 1
                 learned[window.id] += binding is not None
-                log.info("call.recovered", uuid=call.uuid, window=window.id, direction=call.direction,
-                         client=call.client, agent=call.agent, talk_seconds=call.talk_seconds,
-                         ended_at=call.ended_at.isoformat(), binding_changed=binding is not None)
+                lines.append({"uuid": call.uuid, "window": window.id, "direction": call.direction,
+                              "client": call.client, "agent": call.agent, "talk_seconds": call.talk_seconds,
+                              "ended_at": call.ended_at.isoformat(), "binding_changed": binding is not None})
             for window_id, count in recovered.items():
                 store.count_recovered(window_id, count, learned[window_id])
             store.set_cdr_cursor(self.node, key, str(path), offset)
+        for line in lines:
+            log.info("call.recovered", **line)
         self.stats.recovered += sum(recovered.values())
         self.stats.learned += sum(learned.values())

@@ -19,6 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main as cli_main
 from fsrouter.service import Service
 from fsrouter.store import Store
@@ -42,7 +43,7 @@ def build_store(url: str, bindings: int) -> float:
         for ext in AGENTS:
             store.add_agent(ext, f"Agent {ext}", groups=["sales"])
         started = time.perf_counter()
-        store.import_bindings(((e164(i), AGENTS[i % len(AGENTS)]) for i in range(bindings)),
+        BindingPath(store).import_bindings(((e164(i), AGENTS[i % len(AGENTS)]) for i in range(bindings)),
                               now=datetime.now(UTC))
         return time.perf_counter() - started
 

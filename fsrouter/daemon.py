@@ -185,6 +185,53 @@ class CallWriter:
         return True
 
 
+class ExpirySweep:
+    """Reports, once, each binding that stopped routing by time (Service.report_expired): every
+    `every` seconds (a minute: an expiry is news for the CRM, not for the call being routed),
+    page by page under the database lock, letting it go between pages so calls are routed
+    meanwhile. Idempotent across daemons on one database: the first to report an expiry wins."""
+
+    def __init__(self, service: Service, db_lock, every: float = 60.0):
+        self.service = service
+        self.db_lock = db_lock
+        self.every = every
+        self.reported = 0
+        self.failures = 0
+        self._greenlet = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(self.every)
+            self.run_once()
+
+    def run_once(self) -> int:
+        try:
+            with self.db_lock:
+                found = self.service.report_expired(pause=self._let_others_in)
+        except Exception as exc:  # the database away or locked: the next sweep tries again
+            self.failures += 1
+            log.warning("bindings.expiry_sweep_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return 0
+        self.reported += found
+        if found:
+            log.info("bindings.expired", reported=found)
+        return found
+
+    def _let_others_in(self) -> None:
+        self.db_lock.release()
+        try:
+            gevent.sleep(0)
+        finally:
+            self.db_lock.acquire()
+
+
 # SQLite waits for a lock another process holds (a CLI import's write transaction) inside a C
 # call, and that stops every greenlet: no call was routed for as long as the lock was held. The
 # daemon's connections wait at most this long; a write that finds the database locked fails at
@@ -244,6 +291,7 @@ class Daemon:
         self.crm = CrmClient.from_config(config, on_result=self.metrics.crm_result)
         self.sender = self._outbox_sender(config)
         self.api = self._api_server(config)
+        self.expiry = ExpirySweep(self.service, self.db_lock)
 
     # -- wiring --------------------------------------------------------------------------------
     def _agent_extensions(self):
@@ -427,6 +475,7 @@ class Daemon:
         self._loss_greenlets.append(gevent.spawn(self._mark_listening))
         if self.catchup is not None:
             self._loss_greenlets.append(gevent.spawn(self.catchup.run))
+        self.expiry.start()
         if self.sender is not None:
             self.sender.start()
         if self.api is not None:
@@ -449,6 +498,7 @@ class Daemon:
                 gevent.sleep(0.05)
         if self._presence_refresher is not None:
             self._presence_refresher.kill(block=False)
+        self.expiry.stop()
         for greenlet in self._loss_greenlets:
             greenlet.kill(block=False)
         if self.listener.connected.is_set():

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from .binding_path import BindingPath
 from .core import missed, overrides, ownership, routing
 from .core.missed import MissedCall
 from .core.model import CALL_UUID_RE, CRM, DIRECTIONS, Agent, Binding, Call, Group, RoutePlan
@@ -90,6 +91,7 @@ class Service:
         self.store = store
         self.clock = clock
         self.cache_ttl = cache_ttl
+        self.bindings = BindingPath(store, clock)  # every binding change goes through it
         self._snapshot: _Snapshot | None = None
         # The daemon's presence (presence.Presence.availability, or None: everyone available):
         # called as presence(agents, wait_for) -> {ext: OFFLINE | BUSY}.
@@ -276,14 +278,19 @@ class Service:
         """Record and learn under the call's group's own settings (learn_from...); then, with
         max_sticky_misses, drop a learned binding whose agent keeps missing the client's calls."""
         settings = overrides.effective(self.settings(), self.groups().get(call.group) if call.group else None)
-        binding = self.store.record_call(call, settings)
+        binding = self.bindings.record_call(call, settings)
         misses = getattr(settings, "max_sticky_misses", 0)
         if misses and binding is None:
-            dropped = self.store.forget_after_misses(call, misses)
+            dropped = self.bindings.forget_after_misses(call, misses)
             if dropped is not None:
                 log.info("binding.released_after_misses", client=dropped.client, agent=dropped.agent,
                          misses=misses)
         return binding
+
+    def report_expired(self, pause=lambda: None) -> int:
+        """Report, once, each binding that stopped routing by time since the last sweep (the
+        daemon's ExpirySweep); how many."""
+        return self.bindings.report_expired(self.store.settings(), self.store.groups(), self.clock(), pause=pause)
 
     def import_calls(self, rows) -> CallImport:
         """Dicts with CALL_COLUMNS (line 1 is the header, so the first row is line 2)."""
@@ -304,9 +311,9 @@ class Service:
         every = [self._call_from_row(line, row, settings, agents, to_client) for line, row in numbered_rows]
         known = self.store.known_call_uuids(call.uuid for call in every if call.uuid)
         fresh = [call for call in every if call.uuid not in known] if known else every
-        # What store.record_call(call, settings, notify=False) does for each call in turn (history,
+        # What bindings.record_call(call, settings, notify=False) does for each call in turn (history,
         # not news: imported calls send no webhooks), in one transaction and a few statements.
-        learned = self.store.record_calls(fresh, settings)
+        learned = self.bindings.record_calls(fresh, settings)
         return CallImport(calls=len(fresh), learned=learned, known=len(every) - len(fresh))
 
     def _call_from_row(self, line: int, row: dict, settings: Settings, agents, to_client=normalize) -> Call:
@@ -382,7 +389,7 @@ class Service:
                 raise ServiceError(f"line {line}: client {client} is already on line {lines[client]}")
             pairs[client] = agent
             lines[client] = line
-        return self.store.import_bindings(pairs.items(), now=self.clock())
+        return self.bindings.import_bindings(pairs.items(), now=self.clock())
 
     def export_bindings_csv(self, file) -> int:
         """One row per client: the agent responsible for them (ownership's holder, without a

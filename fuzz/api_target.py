@@ -32,6 +32,7 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import unquote_to_bytes
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.model import MANUAL
 from fsrouter.http.api import Api, RateLimit
 from fsrouter.service import Service
@@ -55,7 +56,7 @@ class ApiUnderTest:
         for ext in AGENTS:
             self.store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
         self.store.set_agent_crm_id("1002", "u-1002")
-        self.store.set_manual_binding(BOUND_CLIENT, "1001", datetime.now(UTC), why="seed")
+        BindingPath(self.store).set_manual_binding(BOUND_CLIENT, "1001", datetime.now(UTC), why="seed")
         self.store.webhook_urls = ("http://127.0.0.1:9/hooks",)
         self.service = Service(self.store, cache_ttl=0.0)
         # The daemon's limit is 50 a second per address; a fuzzer is faster than that.

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from greenswitch.esl import ESLEvent
 
 import fsrouter.esl  # noqa: F401  (greenswitch's header fix, as the daemon has it)
+from fsrouter.binding_path import BindingPath
 from fsrouter.config import Config, ConfigError, load_config
 from fsrouter.core.numbers import NotAClient, normalize
 from fsrouter.esl.events import CallTracker
@@ -91,7 +92,7 @@ class _Imports:
         for ext in sorted(AGENTS):
             self.store.add_agent(ext, f"Agent {ext}", groups=["sales"])
         t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-        self.store.set_manual_binding("+380501234567", "1001", t0)
+        BindingPath(self.store).set_manual_binding("+380501234567", "1001", t0)
         self.service = Service(self.store, clock=lambda: t0)
         self.service.import_calls_csv(io.StringIO(
             "started_at,direction,client,agent,talk_seconds\n"

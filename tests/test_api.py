@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from office import Office
 from prometheus_client.parser import text_string_to_metric_families
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.http.api import SPEC_PATH
 from fsrouter.http.client import request
@@ -28,7 +29,7 @@ def office(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def clean(office):
-    office.store.remove_bindings(CLIENT)
+    BindingPath(office.store).remove_bindings(CLIENT)
     yield
 
 
@@ -238,7 +239,7 @@ def test_every_documented_status_is_what_the_app_answers(office, monkeypatch):
             examples = example_request(path, method)
             assert set(examples) == set(operation["responses"]), (path, method)
             for status, example in examples.items():
-                office.store.remove_bindings(CLIENT)
+                BindingPath(office.store).remove_bindings(CLIENT)
                 if example is None:  # 503: the database away
                     monkeypatch.setattr(office.store.db, "execute_sql", _down)
                     got, body, _ = call(office, "GET", "/health", token=None)
@@ -246,7 +247,7 @@ def test_every_documented_status_is_what_the_app_answers(office, monkeypatch):
                     assert got == 503 and body["status"] == "unavailable"
                     continue
                 if example == "bind":
-                    office.store.set_manual_binding(CLIENT, "1001", datetime.now(UTC))
+                    BindingPath(office.store).set_manual_binding(CLIENT, "1001", datetime.now(UTC))
                     example = (path.replace("{client}", "%2B380501234567"), None, TOKEN, None)
                 target, body, token, content_type = example
                 got, answer, response = call(office, method.upper(), target, body, token=token,

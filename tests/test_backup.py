@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from office import accepts, free_port
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.core.model import Call
 from fsrouter.store import MIGRATIONS, Store, backup
@@ -29,10 +30,10 @@ def db(tmp_path):
         store.add_group("sales")
         store.add_agent("1001", "Anna", groups=["sales"])
         store.add_agent("1002", "Bohdan", groups=["sales"])
-        store.set_manual_binding("+380501234567", "1001", T0)
+        BindingPath(store).set_manual_binding("+380501234567", "1001", T0)
         settings = store.settings()
         for n in range(50):
-            store.record_call(Call("inbound", f"+38067{n:07d}", "1002", T0 + timedelta(minutes=n),
+            BindingPath(store).record_call(Call("inbound", f"+38067{n:07d}", "1002", T0 + timedelta(minutes=n),
                                    T0 + timedelta(minutes=n, seconds=40), talk_seconds=30), settings)
     return url
 
@@ -66,6 +67,7 @@ def test_backup_is_one_private_self_contained_file_that_fsrouter_opens(db, tmp_p
 WRITER = """
 import sys, time
 from datetime import UTC, datetime, timedelta
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.model import Call
 from fsrouter.store import Store
 store = Store.open(sys.argv[1])
@@ -77,7 +79,7 @@ deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
     with store.transaction():
         for _ in range(20):
-            store.record_call(Call("inbound", f"+38093{n:07d}", "1001", t0 + timedelta(seconds=n),
+            BindingPath(store).record_call(Call("inbound", f"+38093{n:07d}", "1001", t0 + timedelta(seconds=n),
                                    t0 + timedelta(seconds=n + 30), talk_seconds=20), settings)
             n += 1
 print(n, flush=True)
@@ -113,7 +115,7 @@ def test_restore_puts_the_backup_in_place_and_keeps_the_replaced_database(db, tm
     assert run("--db", db, "db", "backup", str(target)).exit_code == 0
     with Store.open(db) as store:
         store.add_agent("1003", "Olena")
-        store.remove_bindings("+380501234567")
+        BindingPath(store).remove_bindings("+380501234567")
     result = run("--db", db, "db", "restore", str(target))
     assert result.exit_code == 0, result.output
     saved = Path(result.stdout.split("the database it replaced is in ")[1].split("\n")[0])

@@ -6,6 +6,7 @@ import json
 import pytest
 from test_missed import ANNA, BORYS, call, missed
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.missed import closed_by
 from fsrouter.core.model import INBOUND, OUTBOUND
 from fsrouter.core.settings import Settings
@@ -73,25 +74,25 @@ def test_the_client_answered_on_calling_again_closes_as_answered_again_not_a_cal
 
 def test_recording_an_agents_callback_writes_callback_done_to_the_outbox(store):
     first = missed(ANNA, 0, group="sales")
-    store.record_call(first, Settings())
+    BindingPath(store).record_call(first, Settings())
     assert CALLBACK_DONE not in types(store)
     back = call(OUTBOUND, ANNA, "1002", 20, answered=False)
-    store.record_call(back, Settings())
+    BindingPath(store).record_call(back, Settings())
     (row,) = [r for r in Outbox(store).entries() if r.event_type == CALLBACK_DONE]
     data = json.loads(row.body)["data"]
     assert (data["missed_call_uuid"], data["agent"], data["call_uuid"]) == (first.uuid, "1002", back.uuid)
 
 
 def test_a_second_callback_sends_no_second_callback_done(store):
-    store.record_call(missed(ANNA, 0), Settings())
-    store.record_call(call(OUTBOUND, ANNA, "1002", 20), Settings())
-    store.record_call(call(OUTBOUND, ANNA, "1001", 40), Settings())
+    BindingPath(store).record_call(missed(ANNA, 0), Settings())
+    BindingPath(store).record_call(call(OUTBOUND, ANNA, "1002", 20), Settings())
+    BindingPath(store).record_call(call(OUTBOUND, ANNA, "1001", 40), Settings())
     assert types(store).count(CALLBACK_DONE) == 1
 
 
 def test_the_same_callback_recorded_twice_gives_one_callback_done(store):
-    store.record_call(missed(ANNA, 0), Settings())
+    BindingPath(store).record_call(missed(ANNA, 0), Settings())
     back = call(OUTBOUND, ANNA, "1002", 20)
-    store.record_call(back, Settings())
-    store.record_call(back, Settings())
+    BindingPath(store).record_call(back, Settings())
+    BindingPath(store).record_call(back, Settings())
     assert types(store).count(CALLBACK_DONE) == 1

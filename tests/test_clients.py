@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from office import cli_office
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.model import AUTO, MANUAL, Agent, Binding, Call, Group
 from fsrouter.core.routing import decide
 from fsrouter.core.settings import Settings
@@ -62,8 +63,8 @@ def test_shared_number_never_routes_sticky():
 # -- linked numbers -----------------------------------------------------------------------------
 
 def test_binding_learned_on_one_number_routes_all_linked_numbers(store):
-    store.link_numbers(MOBILE, HOME)
-    store.record_call(answered(HOME, "1002"), Settings())
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    BindingPath(store).record_call(answered(HOME, "1002"), Settings())
     assert store.bindings_for(MOBILE)[AUTO].agent == "1002"  # the client id is the first number
     service = Service(store, clock=lambda: T0 + timedelta(hours=1))
     for number in (MOBILE, HOME):
@@ -72,10 +73,10 @@ def test_binding_learned_on_one_number_routes_all_linked_numbers(store):
 
 
 def test_linking_merges_bindings_the_later_learned_call_wins(store):
-    store.record_call(answered(MOBILE, "1001", at=T0), Settings())
-    store.record_call(answered(HOME, "1002", at=T0 + timedelta(days=1)), Settings())
-    store.set_manual_binding(HOME, "1002", T0)
-    owner = store.link_numbers(MOBILE, HOME)
+    BindingPath(store).record_call(answered(MOBILE, "1001", at=T0), Settings())
+    BindingPath(store).record_call(answered(HOME, "1002", at=T0 + timedelta(days=1)), Settings())
+    BindingPath(store).set_manual_binding(HOME, "1002", T0)
+    owner = BindingPath(store).link_numbers(MOBILE, HOME)
     assert owner == MOBILE and store.numbers_of(MOBILE) == sorted([MOBILE, HOME])
     merged = store.bindings_for(MOBILE)
     assert (merged[AUTO].agent, merged[MANUAL].agent) == ("1002", "1002")
@@ -84,14 +85,14 @@ def test_linking_merges_bindings_the_later_learned_call_wins(store):
 
 
 def test_linking_a_third_number_through_either_joins_the_same_client(store):
-    store.link_numbers(MOBILE, HOME)
-    store.link_numbers(OFFICE, HOME)  # HOME's client (MOBILE) joins OFFICE's
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    BindingPath(store).link_numbers(OFFICE, HOME)  # HOME's client (MOBILE) joins OFFICE's
     assert store.client_of(MOBILE)[0] == store.client_of(HOME)[0] == store.client_of(OFFICE)[0] == OFFICE
     assert store.numbers_of(OFFICE) == sorted([MOBILE, HOME, OFFICE])
 
 
 def test_routing_reads_one_statement_of_indexed_reads(store):
-    store.link_numbers(MOBILE, HOME)
+    BindingPath(store).link_numbers(MOBILE, HOME)
     statements = []
     real = store.db.execute_sql
 
@@ -116,24 +117,24 @@ def test_routing_reads_one_statement_of_indexed_reads(store):
 # -- shared numbers -----------------------------------------------------------------------------
 
 def test_shared_number_never_binds_and_never_routes_sticky(store):
-    store.set_manual_binding(OFFICE, "1001", T0)
+    BindingPath(store).set_manual_binding(OFFICE, "1001", T0)
     store.set_shared(OFFICE, True)
-    assert store.record_call(answered(OFFICE, "1002"), Settings()) is None
+    assert BindingPath(store).record_call(answered(OFFICE, "1002"), Settings()) is None
     assert AUTO not in store.bindings_for(OFFICE)
     assert Service(store).route(OFFICE, "sales").reason == "shared_number"
     store.set_shared(OFFICE, False)
     assert Service(store).route(OFFICE, "sales").agent == "1001"
-    assert store.record_call(answered(OFFICE, "1002", uuid="again"), Settings()).agent == "1002"
+    assert BindingPath(store).record_call(answered(OFFICE, "1002", uuid="again"), Settings()).agent == "1002"
 
 
 # -- blocks -------------------------------------------------------------------------------------
 
 def test_block_drops_the_learned_binding_and_is_never_learned_again(store):
-    store.record_call(answered(MOBILE, "1001"), Settings())
-    store.set_manual_binding(MOBILE, "1001", T0)  # set before the block: kept, but never routes
-    client, dropped = store.block(MOBILE, "1001")
+    BindingPath(store).record_call(answered(MOBILE, "1001"), Settings())
+    BindingPath(store).set_manual_binding(MOBILE, "1001", T0)  # set before the block: kept, but never routes
+    client, dropped = BindingPath(store).block(MOBILE, "1001")
     assert (client, dropped) == (MOBILE, 1)
-    assert store.record_call(answered(MOBILE, "1001", at=T0 + timedelta(hours=1)), Settings()) is None
+    assert BindingPath(store).record_call(answered(MOBILE, "1001", at=T0 + timedelta(hours=1)), Settings()) is None
     assert AUTO not in store.bindings_for(MOBILE)
     assert Service(store).route(MOBILE, "sales").reason == "agent_blocked"
     assert store.unblock(MOBILE, "1001") == 1
@@ -141,15 +142,15 @@ def test_block_drops_the_learned_binding_and_is_never_learned_again(store):
 
 
 def test_block_applies_to_every_linked_number(store):
-    store.link_numbers(MOBILE, HOME)
-    store.block(HOME, "1002")
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    BindingPath(store).block(HOME, "1002")
     assert store.client_of(MOBILE)[2] == {"1002"}
-    assert store.record_call(answered(MOBILE, "1002"), Settings()) is None
+    assert BindingPath(store).record_call(answered(MOBILE, "1002"), Settings()) is None
 
 
 def test_block_of_an_unknown_agent_is_an_error(store):
     with pytest.raises(StoreError, match="unknown agent"):
-        store.block(MOBILE, "9999")
+        BindingPath(store).block(MOBILE, "9999")
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -170,8 +171,8 @@ def test_cli_client_link_then_binding_routes_the_other_number(fsrouter):
 
 
 def test_unlinking_a_number_makes_it_a_client_of_its_own_without_the_bindings(store):
-    store.link_numbers(MOBILE, HOME)
-    store.set_manual_binding(MOBILE, "1001", T0)
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    BindingPath(store).set_manual_binding(MOBILE, "1001", T0)
     assert store.unlink_number(HOME) == MOBILE
     assert store.client_of(HOME)[0] == HOME and store.bindings_for(HOME) == {}
     assert store.numbers_of(MOBILE) == [MOBILE] and store.bindings_for(MOBILE)[MANUAL].agent == "1001"
@@ -179,10 +180,10 @@ def test_unlinking_a_number_makes_it_a_client_of_its_own_without_the_bindings(st
 
 
 def test_unlinking_the_clients_own_number_moves_the_client_to_its_other_numbers(store):
-    store.link_numbers(MOBILE, HOME)
-    store.link_numbers(MOBILE, OFFICE)
-    store.set_manual_binding(MOBILE, "1001", T0)
-    store.block(MOBILE, "1002")
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    BindingPath(store).link_numbers(MOBILE, OFFICE)
+    BindingPath(store).set_manual_binding(MOBILE, "1001", T0)
+    BindingPath(store).block(MOBILE, "1002")
     assert store.unlink_number(MOBILE) == HOME  # the lowest of the others
     assert store.numbers_of(HOME) == [HOME, OFFICE]
     assert store.client_of(OFFICE) == (HOME, False, frozenset({"1002"}))
@@ -226,22 +227,22 @@ def test_cli_binding_block_and_unblock(fsrouter):
 
 
 def test_manual_binding_set_on_any_linked_number_binds_the_client(store):
-    store.link_numbers(MOBILE, HOME)
-    store.set_manual_binding(HOME, "1001", T0)
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    BindingPath(store).set_manual_binding(HOME, "1001", T0)
     assert store.bindings_for(MOBILE)[MANUAL].agent == "1001"
     assert Service(store).route(HOME, "sales").agent == "1001"
-    assert store.remove_bindings(HOME, (MANUAL,)) == 1
+    assert BindingPath(store).remove_bindings(HOME, (MANUAL,)) == 1
     assert store.bindings_for(MOBILE) == {}
 
 
 def test_binding_import_of_linked_numbers_binds_their_client(store):
-    store.link_numbers(MOBILE, HOME)
-    assert store.import_bindings([(HOME, "1002"), (OFFICE, "1001")], now=T0) == 2
+    BindingPath(store).link_numbers(MOBILE, HOME)
+    assert BindingPath(store).import_bindings([(HOME, "1002"), (OFFICE, "1001")], now=T0) == 2
     assert store.bindings_for(MOBILE)[MANUAL].agent == "1002"
     assert store.bindings_for(OFFICE)[MANUAL].agent == "1001"
 
 
 def test_manual_binding_to_a_blocked_agent_is_refused(store):
-    store.block(MOBILE, "1001")
+    BindingPath(store).block(MOBILE, "1001")
     with pytest.raises(StoreError, match="kept away"):
-        store.set_manual_binding(MOBILE, "1001", T0)
+        BindingPath(store).set_manual_binding(MOBILE, "1001", T0)

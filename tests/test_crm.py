@@ -9,6 +9,7 @@ import pytest
 from http_fakes import FakeCrm
 from office import Office
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.config import ConfigError, CrmLookup, load_config
 from fsrouter.core.model import AUTO, CRM, MANUAL, Agent, Binding, Group
 from fsrouter.core.routing import decide
@@ -234,7 +235,7 @@ def office_with_crm(tmp_path, crm):
 
 def test_call_rings_the_agent_the_crm_names_first(office_with_crm):
     office = office_with_crm
-    office.store.set_manual_binding(CLIENT, "1001", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1001", datetime.now(UTC))
     office.fake.agent("1003", answers_after=1, talk=15)
     call = office.call("0501234567")
     assert call.answered_by == "1003"
@@ -257,7 +258,7 @@ def test_crm_user_id_maps_to_the_agent_set_with_crm_id(office_with_crm):
 def test_budget_holds_and_the_call_routes_on_the_local_binding_when_the_crm_is(office_with_crm, mode):
     office = office_with_crm
     office.crm.mode = mode
-    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1002", answers_after=1, talk=15)
     started = time.perf_counter()
     call = office.call("0501234567")
@@ -271,7 +272,7 @@ def test_budget_holds_and_the_call_routes_on_the_local_binding_when_the_crm_is(o
 def test_breaker_opens_in_the_daemon_and_calls_stop_waiting_for_the_crm(office_with_crm):
     office = office_with_crm
     office.crm.mode = "slow"
-    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1002", answers_after=1, talk=2)
     for _ in range(2):
         office.call("0501234567")

@@ -6,6 +6,7 @@ import peewee
 import pytest
 from office import Office, hears, wait_until, without_uuids
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.numbers import normalize
 
 CLIENT = "0501234567"
@@ -14,7 +15,7 @@ CLIENT_E164 = normalize(CLIENT, "UA")
 
 def bind(office, client=CLIENT_E164, agent="1001"):
     from datetime import UTC, datetime
-    office.store.set_manual_binding(client, agent, datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(client, agent, datetime.now(UTC))
 
 
 def test_bound_agent_answers_on_the_sticky_leg_with_sticky_timeout(office):
@@ -34,12 +35,12 @@ def test_bound_agent_answers_on_the_sticky_leg_with_sticky_timeout(office):
 
 def test_bound_agent_silent_then_fallback_agent_answers_and_becomes_the_binding(office):
     bind(office, agent="1001")
-    office.store.remove_bindings(CLIENT_E164, ("manual",))
+    BindingPath(office.store).remove_bindings(CLIENT_E164, ("manual",))
     from datetime import UTC, datetime, timedelta
 
     from fsrouter.core.model import Call
     now = datetime.now(UTC)
-    office.store.record_call(Call("outbound", CLIENT_E164, "1001", now - timedelta(minutes=5),
+    BindingPath(office.store).record_call(Call("outbound", CLIENT_E164, "1001", now - timedelta(minutes=5),
                                   now - timedelta(minutes=4), uuid="earlier"), office.store.settings())
     assert office.binding(CLIENT_E164) == "1001"
     office.fake.agent("1001", never_answers=True)
@@ -58,7 +59,7 @@ def test_bound_agent_silent_then_fallback_agent_answers_and_becomes_the_binding(
 
 def test_short_answered_call_leaves_the_binding(office):
     bind(office, agent="1001")
-    office.store.remove_bindings(CLIENT_E164, ("manual",))
+    BindingPath(office.store).remove_bindings(CLIENT_E164, ("manual",))
     office.fake.agent("1001", never_answers=True)
     for ext in ("1002", "1003"):
         office.fake.agent(ext, never_answers=True)

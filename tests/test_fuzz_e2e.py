@@ -18,6 +18,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from office import AGENTS, Office, hears, wait_until, without_uuids
 
+from fsrouter.binding_path import BindingPath
+
 E2E = hsettings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -92,7 +94,7 @@ def sent_to_freeswitch(office, handle) -> bytes:
 
 
 def test_hostile_caller_ids_never_reach_freeswitch(office):
-    office.store.set_manual_binding("+380501234567", "1002", __import__("datetime").datetime.now(
+    BindingPath(office.store).set_manual_binding("+380501234567", "1002", __import__("datetime").datetime.now(
         __import__("datetime").UTC))
     seen = {"calls": 0}
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from office import cli_office
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.model import AUTO, MANUAL, Call
 from fsrouter.core.settings import Settings
 from fsrouter.service import Service
@@ -36,15 +37,15 @@ def store(store_url):
 
 
 def learn(store, client, agent, at=T0):
-    return store.record_call(Call("inbound", client, agent, at, at + timedelta(seconds=60), talk_seconds=60,
+    return BindingPath(store).record_call(Call("inbound", client, agent, at, at + timedelta(seconds=60), talk_seconds=60,
                                   answered=True), Settings())
 
 
 def test_release_learned_drops_only_that_agents_learned_bindings(store):
     learn(store, A, "1001")
     learn(store, B, "1002")
-    store.set_manual_binding(C, "1001", T0)
-    assert store.release_learned("1001") == 1
+    BindingPath(store).set_manual_binding(C, "1001", T0)
+    assert BindingPath(store).release_learned("1001") == 1
     assert store.bindings_for(A) == {}
     assert store.bindings_for(B)[AUTO].agent == "1002"
     assert store.bindings_for(C)[MANUAL].agent == "1001"  # manual ones are for a human
@@ -52,9 +53,9 @@ def test_release_learned_drops_only_that_agents_learned_bindings(store):
 
 def test_handover_moves_manual_and_learned_bindings_in_one_step(store):
     learn(store, A, "1001")
-    store.set_manual_binding(B, "1001", T0)
+    BindingPath(store).set_manual_binding(B, "1001", T0)
     learn(store, C, "1002")
-    assert store.handover("1001", "1003") == (2, 0)
+    assert BindingPath(store).handover("1001", "1003") == (2, 0)
     assert store.bindings_for(A)[AUTO].agent == "1003"
     assert store.bindings_for(B)[MANUAL].agent == "1003"
     assert store.bindings_for(C)[AUTO].agent == "1002"
@@ -62,10 +63,10 @@ def test_handover_moves_manual_and_learned_bindings_in_one_step(store):
 
 def test_handover_skips_clients_kept_away_from_the_new_agent(store):
     learn(store, A, "1001")
-    store.set_manual_binding(B, "1001", T0)
-    store.block(A, "1003")
-    store.block(B, "1003")
-    assert store.handover("1001", "1003") == (0, 1)
+    BindingPath(store).set_manual_binding(B, "1001", T0)
+    BindingPath(store).block(A, "1003")
+    BindingPath(store).block(B, "1003")
+    assert BindingPath(store).handover("1001", "1003") == (0, 1)
     assert store.bindings_for(A) == {}  # learned: released
     assert store.bindings_for(B)[MANUAL].agent == "1001"  # manual: left for a human
 
@@ -73,7 +74,7 @@ def test_handover_skips_clients_kept_away_from_the_new_agent(store):
 def test_handover_to_an_unknown_agent_changes_nothing(store):
     learn(store, A, "1001")
     with pytest.raises(StoreError, match="unknown agent"):
-        store.handover("1001", "9999")
+        BindingPath(store).handover("1001", "9999")
     assert store.bindings_for(A)[AUTO].agent == "1001"
 
 
@@ -120,7 +121,7 @@ def test_max_sticky_misses_an_answer_by_the_bound_agent_breaks_the_streak(store)
 
 def test_max_sticky_misses_never_touches_a_manual_binding(store):
     store.set_setting("max_sticky_misses", "1")
-    store.set_manual_binding(A, "1001", T0)
+    BindingPath(store).set_manual_binding(A, "1001", T0)
     Service(store, cache_ttl=0).record_call(sticky_miss(A, "1001", 1))
     assert store.bindings_for(A)[MANUAL].agent == "1001"
 

@@ -1,5 +1,5 @@
 """Imports at scale: store.record_calls (the batched path of `calls import`) leaves exactly what
-store.record_call(call, settings, notify=False) on each call in turn leaves -- the call records, the
+BindingPath(store).record_call(call, settings, notify=False) on each call in turn leaves -- the call records, the
 bindings, the binding history row by row -- and counts the same learned bindings; and the report's
 SQL-aggregated input gives the report of the calls themselves."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from test_store import _postgres_schema_url as _postgres
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core import report
 from fsrouter.core.model import Call
 from fsrouter.store import Store, StoreError
@@ -75,19 +76,19 @@ def _prepare(store: Store, setup: dict):
     for key in ("min_talk", "learn_from", "outbound_requires_answer"):
         store.set_setting(key, setup[key])
     for number, other in setup["links"]:
-        store.link_numbers(number, other)
+        BindingPath(store).link_numbers(number, other)
     for number in setup["shared"]:
         store.set_shared(number, True)
     for number, ext in setup["blocks"]:
-        store.block(number, ext)
+        BindingPath(store).block(number, ext)
     for number, ext in setup["manual"]:
         try:
-            store.set_manual_binding(number, ext, T0)
+            BindingPath(store).set_manual_binding(number, ext, T0)
         except StoreError:
             pass  # kept away from that agent
     settings = store.settings()
     for call in setup["earlier"]:
-        store.record_call(call, settings, notify=False)
+        BindingPath(store).record_call(call, settings, notify=False)
     return settings
 
 
@@ -100,7 +101,7 @@ def _state(store: Store):
 
 def _one_by_one(store: Store, batch, settings) -> int:
     with store.transaction():
-        return sum(store.record_call(call, settings, notify=False) is not None for call in batch)
+        return sum(BindingPath(store).record_call(call, settings, notify=False) is not None for call in batch)
 
 
 def _check_same(url_a: str, url_b: str, setup: dict, batch: list[Call]) -> None:
@@ -109,7 +110,7 @@ def _check_same(url_a: str, url_b: str, setup: dict, batch: list[Call]) -> None:
         assert _prepare(many, setup) == settings
         assert _state(one) == _state(many)
         learned_one = _one_by_one(one, batch, settings)
-        learned_many = many.record_calls(batch, settings)
+        learned_many = BindingPath(many).record_calls(batch, settings)
         assert learned_many == learned_one
         assert _state(many) == _state(one)
 
@@ -142,7 +143,7 @@ def test_record_calls_in_several_statements_and_a_repeated_file(tmp_path, monkey
     _check_same(f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}", setup, batch + batch)
     with Store.open(f"sqlite:///{tmp_path / 'b.db'}") as store:
         before = _state(store)
-        assert store.record_calls(batch, store.settings()) == 0
+        assert BindingPath(store).record_calls(batch, store.settings()) == 0
         assert _state(store) == before
 
 
@@ -150,7 +151,7 @@ def test_record_calls_with_a_bad_call_writes_nothing(tmp_path):
     with Store.open(f"sqlite:///{tmp_path / 'a.db'}") as store:
         good = Call("inbound", NUMBERS[0], "1001", T0, T0 + timedelta(seconds=60), 60.0, True)
         with pytest.raises(StoreError, match="bad call direction 'sideways'"):
-            store.record_calls([good, Call("sideways", NUMBERS[1], "1001", T0, T0, 0.0)], store.settings())
+            BindingPath(store).record_calls([good, Call("sideways", NUMBERS[1], "1001", T0, T0, 0.0)], store.settings())
         assert store.calls() == [] and store.list_bindings() == []
 
 
@@ -163,17 +164,17 @@ def test_record_calls_redoes_the_learning_call_by_call_when_another_process_got_
             store.add_agent(ext, f"Agent {ext}")
         settings = store.settings()
         later = Call("inbound", NUMBERS[0], "1002", T0, T0 + timedelta(hours=1), 60.0, True, uuid="theirs")
-        real = store._learned_bindings
+        real = store.learned_bindings
 
         def read_then_lose_the_race(clients):
             found = real(clients)
-            other.record_call(later, settings, notify=False)  # committed after our read
+            BindingPath(other).record_call(later, settings, notify=False)  # committed after our read
             return found
 
-        monkeypatch.setattr(store, "_learned_bindings", read_then_lose_the_race)
+        monkeypatch.setattr(store, "learned_bindings", read_then_lose_the_race)
         mine = Call("inbound", NUMBERS[0], "1001", T0, T0 + timedelta(seconds=60), 60.0, True, uuid="mine")
         first = Call("inbound", NUMBERS[1], "1003", T0, T0 + timedelta(seconds=60), 60.0, True, uuid="first")
-        assert store.record_calls([mine, first], settings) == 1  # only `first`: `later` won NUMBERS[0]
+        assert BindingPath(store).record_calls([mine, first], settings) == 1  # only `first`: `later` won NUMBERS[0]
         bindings = other.bindings_of(NUMBERS[:2])
         assert bindings[NUMBERS[0]]["auto"].call_uuid == "theirs"
         assert bindings[NUMBERS[1]]["auto"].call_uuid == "first"
@@ -210,7 +211,7 @@ def _same_report(url: str, batch: list[Call], since: datetime | None, group: str
     with Store.open(url) as store:
         settings = store.settings()
         for call in batch:
-            store.record_call(call, settings, notify=False)
+            BindingPath(store).record_call(call, settings, notify=False)
         changes = store.binding_changes(since=since)
         expected = report.build(store.calls(since=since), [], changes, since=since, group=group,
                                 agents=("1003",))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from test_store import _postgres_schema_url, store, store_url  # noqa: F401  (fixtures)
 
 from fsrouter import store as store_module
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.core import ownership
 from fsrouter.core.missed import ANSWERED_AGAIN, CALLBACK, missed_calls
@@ -137,7 +138,7 @@ def test_missed_call_rows_are_the_calls_of_clients_with_a_missed_call_since_then
              call(INBOUND, BORYS, "1001", 5, talk=60),  # answered: Borys missed nothing
              missed("+380931112233", -60)]  # missed before the period
     for c in calls:
-        staffed.record_call(c, settings)
+        BindingPath(staffed).record_call(c, settings)
     rows = staffed.missed_call_rows(since=T0)
     assert [(c.client, c.direction) for c in rows] == [(ANNA, INBOUND), (ANNA, OUTBOUND)]
     assert {c.client for c in staffed.missed_call_rows()} == {ANNA, "+380931112233"}
@@ -153,10 +154,10 @@ def test_sticky_agent_is_saved_and_read_back(staffed):
 
 def test_a_change_of_learned_agent_is_written_to_the_history_with_it(staffed):
     settings = Settings()
-    staffed.record_call(call(INBOUND, ANNA, "1001", 0, talk=60), settings)
-    staffed.record_call(call(INBOUND, ANNA, "1001", 10, talk=60), settings)  # same agent: no change
-    staffed.record_call(call(INBOUND, ANNA, "1002", 20, talk=60, group="sales"), settings)
-    staffed.record_call(call(INBOUND, ANNA, "1001", 5, talk=60), settings)  # ended earlier: loses
+    BindingPath(staffed).record_call(call(INBOUND, ANNA, "1001", 0, talk=60), settings)
+    BindingPath(staffed).record_call(call(INBOUND, ANNA, "1001", 10, talk=60), settings)  # same agent: no change
+    BindingPath(staffed).record_call(call(INBOUND, ANNA, "1002", 20, talk=60, group="sales"), settings)
+    BindingPath(staffed).record_call(call(INBOUND, ANNA, "1001", 5, talk=60), settings)  # ended earlier: loses
     changes = staffed.binding_changes()
     assert [(c["from_agent"], c["to_agent"], c["group"]) for c in changes] == [(None, "1001", None),
                                                                                 ("1001", "1002", "sales")]
@@ -164,9 +165,9 @@ def test_a_change_of_learned_agent_is_written_to_the_history_with_it(staffed):
 
 
 def test_history_is_not_written_when_the_learned_change_is_rolled_back(staffed):
-    staffed.record_call(call(INBOUND, ANNA, "1001", 0, talk=60), Settings())
+    BindingPath(staffed).record_call(call(INBOUND, ANNA, "1001", 0, talk=60), Settings())
     with pytest.raises(RuntimeError), staffed.transaction():
-        staffed.record_call(call(INBOUND, ANNA, "1002", 20, talk=60), Settings())
+        BindingPath(staffed).record_call(call(INBOUND, ANNA, "1002", 20, talk=60), Settings())
         raise RuntimeError("the import broke after this call")
     assert [c["to_agent"] for c in staffed.binding_changes()] == ["1001"]
     assert staffed.bindings_for(ANNA)[AUTO].agent == "1001"
@@ -201,7 +202,7 @@ def test_calls_missed_lists_open_and_called_back_calls_bound_agent_first(tmp_pat
         s.add_group("sales")
         for ext in ("1001", "1002"):
             s.add_agent(ext, ext, groups=["sales"])
-        s.set_manual_binding(BORYS, "1001", now)
+        BindingPath(s).set_manual_binding(BORYS, "1001", now)
         for c in (replace(missed(ANNA, 0), started_at=now - timedelta(hours=2), ended_at=now - timedelta(hours=2)),
                   replace(call(OUTBOUND, ANNA, "1002", 0, talk=30), started_at=now - timedelta(hours=1),
                           ended_at=now - timedelta(minutes=59, seconds=30)),
@@ -209,7 +210,7 @@ def test_calls_missed_lists_open_and_called_back_calls_bound_agent_first(tmp_pat
                           ended_at=now - timedelta(minutes=30)),
                   replace(missed("+380931112233", 0), started_at=now - timedelta(days=3),
                           ended_at=now - timedelta(days=3))):
-            s.record_call(c, Settings())
+            BindingPath(s).record_call(c, Settings())
     runner = CliRunner()
     result = runner.invoke(main, ["--db", url, "calls", "missed", "--since", "1d", "--json"])
     assert result.exit_code == 0, result.output
@@ -231,7 +232,7 @@ def test_the_daemon_records_the_sticky_agent_and_an_agents_callback_closes_the_m
 
     office = Office(tmp_path)
     try:
-        office.store.set_manual_binding(ANNA, "1002", datetime.now(UTC))
+        BindingPath(office.store).set_manual_binding(ANNA, "1002", datetime.now(UTC))
         for ext in AGENTS:
             office.fake.agent(ext, busy=True)
         office.call(ANNA)

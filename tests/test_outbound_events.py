@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.fakefs.calls import MYEVENTS
 
 CLIENT = "0501234567"
@@ -15,7 +16,7 @@ READ = {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP"}
 
 
 def test_a_routed_call_gets_only_the_events_the_router_reads(office):
-    office.store.set_manual_binding("+380501234567", "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding("+380501234567", "1002", datetime.now(UTC))
     office.fake.agent("1002", never_answers=True)
     office.fake.agent("1001", answers_after=1, talk=3)
     call = office.call(CLIENT)

@@ -7,6 +7,7 @@ import gevent
 import pytest
 from click.testing import CliRunner
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.core.model import AUTO, MANUAL, SEQUENTIAL, Agent, Binding, Group
 from fsrouter.core.routing import AVAILABLE, BUSY, DND, OFFLINE, decide
@@ -329,7 +330,7 @@ def test_agent_dnd_column_added_by_a_migration_to_an_old_database(tmp_path):
 # -- end to end: the daemon against the fake FreeSWITCH -----------------------------------------
 
 def test_e2e_unregistered_bound_agent_skipped_at_once(office):
-    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1002", not_registered=True)
     office.fake.agent("1001", answers_after=1, talk=3)
     call = office.call("0501234567")
@@ -341,7 +342,7 @@ def test_e2e_unregistered_bound_agent_skipped_at_once(office):
 
 
 def test_e2e_registered_bound_agent_still_rings_first(office):
-    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1002", answers_after=1, talk=3)
     call = office.call("0501234567")
     assert (call.variables["fsrouter_reason"], call.answered_by) == ("manual", "1002")
@@ -349,7 +350,7 @@ def test_e2e_registered_bound_agent_still_rings_first(office):
 
 
 def test_e2e_bound_agent_already_on_a_call_skipped(office):
-    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1001", answers_after=1, talk=3)
     busy_call = office.fake.agent_calls_out("1002", "+380679990000", answered=True, talk=200, ring=0.2)
     with gevent.Timeout(5, False):
@@ -372,7 +373,7 @@ def test_e2e_sequential_fallback_starts_with_an_available_member(office):
     for ext, priority in (("1001", 1), ("1002", 2), ("1003", 3)):
         office.store.update_agent(ext, priority=priority)
         office.store.add_member("seq", ext)
-    office.store.set_manual_binding(CLIENT, "1001", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1001", datetime.now(UTC))
     office.fake.agent("1002", answers_after=1, talk=3)
     busy_call = office.fake.agent_calls_out("1001", "+380679990000", answered=True, talk=200, ring=0.2)
     with gevent.Timeout(5, False):
@@ -419,7 +420,7 @@ def test_e2e_every_agent_registration_asked_when_the_event_socket_connects(offic
 
 
 def test_e2e_an_agent_whose_phone_registers_gets_the_next_sticky_call_at_once(office):
-    office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+    BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
     office.fake.agent("1001", answers_after=1, talk=3)
     with gevent.Timeout(2, False):  # the connect-time question: 1002 has no phone yet
         while office.daemon.presence.registrations.cached("user/1002@127.0.0.1") != (True, OFFLINE):

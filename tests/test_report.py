@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.core import report
 from fsrouter.core.missed import missed_calls
@@ -184,7 +185,7 @@ def test_report_command_prints_json_and_writes_the_page(tmp_path):
             s.add_agent(ext, ext, groups=["sales"])
         shift = now - timedelta(days=2) - T0
         for c in calls:
-            s.record_call(Call(**{**c.__dict__, "started_at": c.started_at + shift,
+            BindingPath(s).record_call(Call(**{**c.__dict__, "started_at": c.started_at + shift,
                                   "ended_at": c.ended_at + shift}), Settings())
     runner = CliRunner()
     html = tmp_path / "out.html"

@@ -13,6 +13,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.config import ConfigError, load_config
 
@@ -264,7 +265,7 @@ def test_binding_export_escapes_formula_cells_end_to_end(tmp_path):
     # The export reads back: remove everything, import, and the same bindings route.
     with Store.open(url) as store:
         for client in ("+380501234567", "+380671112233", "+380931234567"):
-            store.remove_bindings(client)
+            BindingPath(store).remove_bindings(client)
     assert runner.invoke(main, ["--db", url, "binding", "import", str(out)]).exit_code == 0
     with Store.open(url) as store:
         assert {b.client: b.agent for b in store.list_bindings()} == {

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.model import AUTO, MANUAL, Call
 from fsrouter.service import Service, ServiceError, spreadsheet_safe, spreadsheet_unescape
 from fsrouter.store import Store
@@ -56,7 +57,7 @@ def rows_of(text):
 
 
 def test_route_rings_the_manually_bound_agent_first(service, service_store):
-    service_store.set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(service_store).set_manual_binding(CLIENT, "1002", T0)
     plan = service.route(CLIENT, "sales")
     assert (plan.client, plan.agent, plan.source, plan.reason) == (CLIENT, "1002", MANUAL, "manual")
     assert plan.sticky.timeout == timedelta(seconds=20)
@@ -65,13 +66,13 @@ def test_route_rings_the_manually_bound_agent_first(service, service_store):
 
 @pytest.mark.parametrize("raw", ["0501234567", "380501234567", "+380501234567", "+38 (050) 123-45-67"])
 def test_route_finds_the_client_whichever_way_the_number_is_written(service, service_store, raw):
-    service_store.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(service_store).set_manual_binding(CLIENT, "1001", T0)
     assert service.route(raw, "sales").agent == "1001"
 
 
 def test_route_reads_national_numbers_in_the_configured_region(service, service_store):
     service_store.set_setting("default_region", "DE")
-    service_store.set_manual_binding("+4915112345678", "1001", T0)
+    BindingPath(service_store).set_manual_binding("+4915112345678", "1001", T0)
     assert service.route("015112345678", "sales").agent == "1001"
 
 
@@ -94,7 +95,7 @@ def test_route_finds_a_group_added_after_the_cache_was_filled(service, service_s
 
 
 def test_route_applies_the_lookback_window_at_the_time_given(service, service_store):
-    service_store.learn(
+    BindingPath(service_store).learn(
         Call("inbound", CLIENT, "1002", T0, T0 + timedelta(minutes=1), 60, True), service.settings()
     )
     assert service.route(CLIENT, "sales", now=T0 + timedelta(days=29)).agent == "1002"
@@ -106,7 +107,7 @@ def test_settings_and_agents_are_cached_until_the_ttl_passes(service, service_st
     service.route(CLIENT, "sales")
     service_store.set_setting("sticky_timeout", "45s")
     service_store.set_agent_enabled("1001", False)
-    service_store.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(service_store).set_manual_binding(CLIENT, "1001", T0)
     clock.advance(seconds=4)
     assert service.settings().sticky_timeout == timedelta(seconds=20)
     assert service.route(CLIENT, "sales").agent == "1001"  # the cached agent is still enabled
@@ -125,7 +126,7 @@ def test_invalidate_drops_the_cache_at_once(service, service_store):
 
 def test_bindings_are_never_cached(service, service_store):
     service.route(CLIENT, "sales")
-    service_store.set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(service_store).set_manual_binding(CLIENT, "1002", T0)
     assert service.route(CLIENT, "sales").agent == "1002"
 
 
@@ -140,7 +141,7 @@ class DeadStore:
 
 
 def test_fallback_plan_rings_the_cached_group_without_touching_the_database(service, service_store):
-    service_store.set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(service_store).set_manual_binding(CLIENT, "1002", T0)
     service.route(CLIENT, "sales")
     service.store = DeadStore()
     plan = service.fallback_plan("0501234567", "sales")
@@ -179,13 +180,13 @@ def test_record_call_learns_with_the_stored_settings(service, service_store):
     assert {c.uuid for c in service_store.calls()} == {"a", "b"}
 
 
-def test_import_calls_builds_calls_and_learns_through_store_record_calls(service, service_store, monkeypatch):
-    # store.record_calls: what record_call(call, settings, notify=False) does for each call in turn
+def test_import_calls_builds_calls_and_learns_through_bindings_record_calls(service, service_store, monkeypatch):
+    # bindings.record_calls: what record_call(call, settings, notify=False) does for each call in turn
     # (tests/test_import_scale.py holds it to that).
     seen = []
-    real = service_store.record_calls
+    real = service.bindings.record_calls
     monkeypatch.setattr(
-        service_store, "record_calls",
+        service.bindings, "record_calls",
         lambda calls, settings: real(seen.extend(calls) or list(seen), settings)
     )
     result = service.import_calls(
@@ -308,11 +309,11 @@ def test_import_bindings_csv_is_all_or_nothing_and_names_the_line(service, servi
 def test_export_writes_the_binding_each_client_would_ring_first_escaped_for_spreadsheets(
     service, service_store, clock
 ):
-    service_store.set_manual_binding(CLIENT, "1002", T0)
-    service_store.learn(Call("inbound", CLIENT, "1001", T0, T0, 60, True), service.settings())
-    service_store.learn(Call("inbound", "+380671112233", "1001", T0, T0, 60, True), service.settings())
+    BindingPath(service_store).set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(service_store).learn(Call("inbound", CLIENT, "1001", T0, T0, 60, True), service.settings())
+    BindingPath(service_store).learn(Call("inbound", "+380671112233", "1001", T0, T0, 60, True), service.settings())
     service_store.add_agent("1003", "Gone")
-    service_store.set_manual_binding("+380931234567", "1003", T0)
+    BindingPath(service_store).set_manual_binding("+380931234567", "1003", T0)
     service_store.remove_agent("1003")  # stale: not exported
     out = io.StringIO()
     assert service.export_bindings_csv(out) == 2
@@ -320,7 +321,7 @@ def test_export_writes_the_binding_each_client_would_ring_first_escaped_for_spre
 
 
 def test_export_then_import_moves_the_same_bindings(service, service_store, tmp_path):
-    service_store.set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(service_store).set_manual_binding(CLIENT, "1002", T0)
     out = io.StringIO()
     service.export_bindings_csv(out)
     with Store.open(f"sqlite:///{tmp_path / 'other.db'}") as other:

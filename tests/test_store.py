@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsrouter import store as store_module
+from fsrouter.binding_path import BindingPath
 from fsrouter.core import rules
 from fsrouter.core.model import AUTO, INBOUND, MANUAL, OUTBOUND, Call
 from fsrouter.core.settings import Settings
@@ -285,7 +286,7 @@ def test_changing_an_unknown_agent_is_an_error(staffed, action):
 
 
 def test_remove_agent_keeps_their_bindings_and_drops_their_memberships(staffed):
-    staffed.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0)
     staffed.remove_agent("1001")
     assert "1001" not in staffed.agents()
     assert staffed.bindings_for(CLIENT)[MANUAL].agent == "1001"
@@ -362,8 +363,8 @@ def test_group_membership_can_be_added_and_removed(staffed):
 
 
 def test_bindings_for_returns_manual_and_learned_keyed_by_source_in_utc(staffed):
-    staffed.set_manual_binding(CLIENT, "1001", T0, expires_at=T0 + timedelta(days=3))
-    staffed.learn(inbound("1002"), Settings())
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0, expires_at=T0 + timedelta(days=3))
+    BindingPath(staffed).learn(inbound("1002"), Settings())
     found = staffed.bindings_for(CLIENT)
     assert set(found) == {MANUAL, AUTO}
     assert (found[MANUAL].agent, found[MANUAL].at, found[MANUAL].expires_at) == (
@@ -376,7 +377,7 @@ def test_bindings_for_returns_manual_and_learned_keyed_by_source_in_utc(staffed)
 
 
 def test_bindings_for_is_one_query(staffed, monkeypatch):
-    staffed.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0)
     seen = []
     real = staffed.db.execute_sql
     monkeypatch.setattr(
@@ -402,45 +403,45 @@ def test_bindings_for_uses_the_primary_key_index_on_sqlite(tmp_path):
 
 def test_times_with_another_offset_are_stored_as_utc(staffed):
     kyiv = timezone(timedelta(hours=3))
-    staffed.set_manual_binding(CLIENT, "1001", datetime(2024, 5, 1, 15, 0, tzinfo=kyiv))
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", datetime(2024, 5, 1, 15, 0, tzinfo=kyiv))
     assert staffed.bindings_for(CLIENT)[MANUAL].at == T0
     assert staffed.bindings_for(CLIENT)[MANUAL].at.utcoffset() == timedelta(0)
 
 
 def test_set_manual_binding_requires_a_known_agent(staffed):
     with pytest.raises(StoreError, match="unknown agent '9999'"):
-        staffed.set_manual_binding(CLIENT, "9999", T0)
+        BindingPath(staffed).set_manual_binding(CLIENT, "9999", T0)
     assert staffed.bindings_for(CLIENT) == {}
 
 
 def test_set_manual_binding_refuses_an_expiry_in_the_past_and_a_raw_number(staffed):
     with pytest.raises(StoreError, match="future"):
-        staffed.set_manual_binding(CLIENT, "1001", T0, expires_at=T0)
+        BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0, expires_at=T0)
     for raw in ("0501234567", CLIENT + "\n"):
         with pytest.raises(StoreError, match="E.164"):
-            staffed.set_manual_binding(raw, "1001", T0)
+            BindingPath(staffed).set_manual_binding(raw, "1001", T0)
 
 
 def test_set_manual_binding_replaces_the_previous_manual_one(staffed):
-    staffed.set_manual_binding(CLIENT, "1001", T0, expires_at=T0 + timedelta(days=1))
-    staffed.set_manual_binding(CLIENT, "1002", T0 + timedelta(hours=1))
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0, expires_at=T0 + timedelta(days=1))
+    BindingPath(staffed).set_manual_binding(CLIENT, "1002", T0 + timedelta(hours=1))
     manual = staffed.bindings_for(CLIENT)[MANUAL]
     assert (manual.agent, manual.at, manual.expires_at) == ("1002", T0 + timedelta(hours=1), None)
     assert staffed.m.Binding.select().count() == 1
 
 
 def test_remove_bindings_removes_only_the_sources_asked(staffed):
-    staffed.set_manual_binding(CLIENT, "1001", T0)
-    staffed.learn(inbound("1002"), Settings())
-    assert staffed.remove_bindings(CLIENT, [AUTO]) == 1
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(staffed).learn(inbound("1002"), Settings())
+    assert BindingPath(staffed).remove_bindings(CLIENT, [AUTO]) == 1
     assert set(staffed.bindings_for(CLIENT)) == {MANUAL}
-    assert staffed.remove_bindings(CLIENT, [MANUAL, AUTO]) == 1
+    assert BindingPath(staffed).remove_bindings(CLIENT, [MANUAL, AUTO]) == 1
     assert staffed.bindings_for(CLIENT) == {}
 
 
 def test_list_bindings_filters_by_agent(staffed):
-    staffed.set_manual_binding(CLIENT, "1001", T0)
-    staffed.set_manual_binding(OTHER, "1002", T0)
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(staffed).set_manual_binding(OTHER, "1002", T0)
     assert [b.client for b in staffed.list_bindings()] == [CLIENT, OTHER]
     assert [b.client for b in staffed.list_bindings(agent="1002")] == [OTHER]
 
@@ -449,14 +450,14 @@ def test_list_stale_shows_disabled_deleted_expired_and_too_old_bindings_only(sta
     now = T0 + timedelta(days=40)
     staffed.add_agent("1003", "Olena")
     staffed.add_agent("1004", "Petro")
-    staffed.set_manual_binding("+380501000001", "1001", T0)  # fine: manual never ages
-    staffed.set_manual_binding("+380501000002", "1002", T0)  # agent disabled below
-    staffed.set_manual_binding("+380501000003", "1003", T0)  # agent deleted below
-    staffed.set_manual_binding("+380501000004", "1001", T0, expires_at=T0 + timedelta(days=1))  # expired
-    staffed.learn(
+    BindingPath(staffed).set_manual_binding("+380501000001", "1001", T0)  # fine: manual never ages
+    BindingPath(staffed).set_manual_binding("+380501000002", "1002", T0)  # agent disabled below
+    BindingPath(staffed).set_manual_binding("+380501000003", "1003", T0)  # agent deleted below
+    BindingPath(staffed).set_manual_binding("+380501000004", "1001", T0, expires_at=T0 + timedelta(days=1))  # expired
+    BindingPath(staffed).learn(
         inbound("1004", ended=now - timedelta(days=31), client="+380501000005"), Settings()
     )  # too old
-    staffed.learn(
+    BindingPath(staffed).learn(
         inbound("1004", ended=now - timedelta(days=30), client="+380501000006"), Settings()
     )  # just in
     staffed.set_agent_enabled("1002", False)
@@ -477,8 +478,8 @@ def test_list_stale_shows_disabled_deleted_expired_and_too_old_bindings_only(sta
 
 
 def test_import_bindings_sets_manual_bindings_and_leaves_learned_ones(staffed):
-    staffed.learn(inbound("1002"), Settings())
-    count = staffed.import_bindings([(CLIENT, "1001"), (OTHER, "1002")], now=T0)
+    BindingPath(staffed).learn(inbound("1002"), Settings())
+    count = BindingPath(staffed).import_bindings([(CLIENT, "1001"), (OTHER, "1002")], now=T0)
     assert count == 2
     assert staffed.bindings_for(CLIENT)[MANUAL].agent == "1001"
     assert staffed.bindings_for(CLIENT)[AUTO].agent == "1002"
@@ -486,17 +487,17 @@ def test_import_bindings_sets_manual_bindings_and_leaves_learned_ones(staffed):
 
 
 def test_import_bindings_is_all_or_nothing(staffed):
-    staffed.set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(staffed).set_manual_binding(CLIENT, "1002", T0)
     with pytest.raises(StoreError, match="unknown agent '9999'"):
-        staffed.import_bindings([(CLIENT, "1001"), (OTHER, "9999")], now=T0)
+        BindingPath(staffed).import_bindings([(CLIENT, "1001"), (OTHER, "9999")], now=T0)
     assert staffed.bindings_for(CLIENT)[MANUAL].agent == "1002"
     assert staffed.bindings_for(OTHER) == {}
 
 
 def test_import_bindings_spans_several_statements_and_replaces_existing_rows(staffed):
     rows = [(f"+38050{i:07d}", "1001") for i in range(12_000)]  # several chunks of bound parameters
-    assert staffed.import_bindings(rows, now=T0) == 12_000
-    staffed.import_bindings([(client, "1002") for client, _ in rows], now=T0 + timedelta(hours=1))
+    assert BindingPath(staffed).import_bindings(rows, now=T0) == 12_000
+    BindingPath(staffed).import_bindings([(client, "1002") for client, _ in rows], now=T0 + timedelta(hours=1))
     assert staffed.m.Binding.select().count() == 12_000
     assert staffed.m.Binding.select().where(staffed.m.Binding.agent == "1002").count() == 12_000
     assert staffed.bindings_for(rows[-1][0])[MANUAL].at == T0 + timedelta(hours=1)
@@ -554,34 +555,34 @@ def test_calls_filters_by_time_and_client_newest_first(store):
 
 
 def test_learn_creates_then_replaces_the_learned_binding(staffed):
-    first = staffed.learn(inbound("1001", ended=T0), Settings())
+    first = BindingPath(staffed).learn(inbound("1001", ended=T0), Settings())
     assert (first.agent, first.source, first.at) == ("1001", AUTO, T0)
-    second = staffed.learn(inbound("1002", ended=T0 + timedelta(hours=1)), Settings())
+    second = BindingPath(staffed).learn(inbound("1002", ended=T0 + timedelta(hours=1)), Settings())
     assert second.agent == "1002"
     assert staffed.bindings_for(CLIENT)[AUTO] == second
 
 
 def test_learn_returns_none_and_writes_nothing_for_a_call_that_does_not_qualify(staffed):
-    assert staffed.learn(inbound("1001", talk=3), Settings()) is None
+    assert BindingPath(staffed).learn(inbound("1001", talk=3), Settings()) is None
     assert staffed.bindings_for(CLIENT) == {}
 
 
 def test_learn_never_touches_a_manual_binding(staffed):
-    staffed.set_manual_binding(CLIENT, "1001", T0)
-    staffed.learn(inbound("1002", ended=T0 + timedelta(hours=1)), Settings())
+    BindingPath(staffed).set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(staffed).learn(inbound("1002", ended=T0 + timedelta(hours=1)), Settings())
     assert staffed.bindings_for(CLIENT)[MANUAL].agent == "1001"
     assert staffed.bindings_for(CLIENT)[AUTO].agent == "1002"
 
 
 def test_the_call_that_ended_later_wins_when_processed_first(staffed):
-    staffed.learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
-    assert staffed.learn(inbound("1001", ended=T0), Settings()) is None
+    BindingPath(staffed).learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
+    assert BindingPath(staffed).learn(inbound("1001", ended=T0), Settings()) is None
     assert staffed.bindings_for(CLIENT)[AUTO].agent == "1002"
 
 
 def test_learn_does_not_overwrite_a_later_binding_written_after_it_read(staffed, monkeypatch):
     # Another process writes the later call between our read and our write (insert path).
-    staffed.learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
+    BindingPath(staffed).learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
     real = staffed.bindings_for
     reads = []
 
@@ -590,16 +591,16 @@ def test_learn_does_not_overwrite_a_later_binding_written_after_it_read(staffed,
         return {} if len(reads) == 1 else real(client)
 
     monkeypatch.setattr(staffed, "bindings_for", first_read_is_stale)
-    assert staffed.learn(inbound("1001", ended=T0), Settings()) is None
+    assert BindingPath(staffed).learn(inbound("1001", ended=T0), Settings()) is None
     assert len(reads) == 2
     assert real(CLIENT)[AUTO].agent == "1002"
 
 
 def test_learn_does_not_overwrite_a_binding_changed_after_it_read(staffed, monkeypatch):
     # Same, on the update path: we read an old binding, another process already replaced it.
-    staffed.learn(inbound("1001", ended=T0 - timedelta(days=1)), Settings())
+    BindingPath(staffed).learn(inbound("1001", ended=T0 - timedelta(days=1)), Settings())
     stale_view = staffed.bindings_for(CLIENT)
-    staffed.learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
+    BindingPath(staffed).learn(inbound("1002", ended=T0 + timedelta(minutes=1)), Settings())
     real = staffed.bindings_for
     reads = []
     monkeypatch.setattr(
@@ -607,7 +608,7 @@ def test_learn_does_not_overwrite_a_binding_changed_after_it_read(staffed, monke
         "bindings_for",
         lambda client: (reads.append(client), stale_view if len(reads) == 1 else real(client))[1],
     )
-    assert staffed.learn(inbound("1001", ended=T0), Settings()) is None
+    assert BindingPath(staffed).learn(inbound("1001", ended=T0), Settings()) is None
     assert real(CLIENT)[AUTO].agent == "1002"
 
 
@@ -625,7 +626,7 @@ def test_concurrent_writers_leave_the_latest_ended_call_bound(store_url):
         try:
             with Store.open(store_url) as own:
                 for call in mine:
-                    own.record_call(call, Settings())
+                    BindingPath(own).record_call(call, Settings())
         except Exception as exc:  # noqa: BLE001  (surfaced below, whatever it is)
             errors.append(exc)
 
@@ -644,7 +645,7 @@ def test_concurrent_writers_leave_the_latest_ended_call_bound(store_url):
 
 
 def test_record_call_saves_and_learns_or_does_neither(staffed, monkeypatch):
-    assert staffed.record_call(inbound("1001", uuid_="ok"), Settings()).agent == "1001"
+    assert BindingPath(staffed).record_call(inbound("1001", uuid_="ok"), Settings()).agent == "1001"
     assert [c.uuid for c in staffed.calls()] == ["ok"]
 
     def boom(*args):
@@ -652,14 +653,14 @@ def test_record_call_saves_and_learns_or_does_neither(staffed, monkeypatch):
 
     monkeypatch.setattr(rules, "learn", boom)
     with pytest.raises(RuntimeError):
-        staffed.record_call(inbound("1002", ended=T0 + timedelta(hours=1), uuid_="lost"), Settings())
+        BindingPath(staffed).record_call(inbound("1002", ended=T0 + timedelta(hours=1), uuid_="lost"), Settings())
     assert [c.uuid for c in staffed.calls()] == ["ok"]
 
 
 def test_record_call_uses_the_settings_given(staffed):
     outbound_unanswered = replace(inbound("1002", talk=0), direction=OUTBOUND, answered=False)
-    assert staffed.record_call(outbound_unanswered, Settings(outbound_requires_answer=True)) is None
-    assert staffed.record_call(outbound_unanswered, Settings()).agent == "1002"
+    assert BindingPath(staffed).record_call(outbound_unanswered, Settings(outbound_requires_answer=True)) is None
+    assert BindingPath(staffed).record_call(outbound_unanswered, Settings()).agent == "1002"
 
 
 def test_a_connection_the_server_dropped_is_replaced_on_the_next_call(postgres_url):
@@ -667,7 +668,7 @@ def test_a_connection_the_server_dropped_is_replaced_on_the_next_call(postgres_u
 
     with Store.open(postgres_url) as opened:
         opened.add_agent("1001", "Anna")
-        opened.set_manual_binding(CLIENT, "1001", T0)
+        BindingPath(opened).set_manual_binding(CLIENT, "1001", T0)
         pid = opened.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
         admin = psycopg2.connect(PG_URL)
         admin.autocommit = True
@@ -683,12 +684,12 @@ def test_routing_inputs_is_client_of_and_bindings_for_in_one_statement(staffed, 
     store = staffed
     store.add_agent("1003", "Oksana", groups=["sales"])
     other, third, switchboard = "+380671112233", "+380931112233", "+380441234567"
-    store.set_manual_binding(CLIENT, "1001", T0)
-    store.record_call(inbound(agent="1002", client=CLIENT), Settings())
-    store.link_numbers(CLIENT, other)
-    store.block(CLIENT, "1003")
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(store).record_call(inbound(agent="1002", client=CLIENT), Settings())
+    BindingPath(store).link_numbers(CLIENT, other)
+    BindingPath(store).block(CLIENT, "1003")
     store.set_shared(switchboard, True)
-    store.set_manual_binding(third, "1002", T0)
+    BindingPath(store).set_manual_binding(third, "1002", T0)
     for number in (CLIENT, other, third, switchboard, "+380500000000"):
         owner, shared, blocked = store.client_of(number)
         expected = (owner, shared, blocked, store.bindings_for(owner))

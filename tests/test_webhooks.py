@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from http_fakes import Receiver
 from office import Office, wait_until
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.config import ConfigError, load_config
 from fsrouter.core import webhooks
@@ -70,9 +71,9 @@ def inbound(agent="1001", talk=30.0, uuid="call-1", **kw):
 # -- what is written -------------------------------------------------------------------------------
 
 def test_answered_call_writes_answered_ended_and_binding_changed_in_its_transaction(store):
-    store.set_manual_binding(CLIENT, "1002", T0 - timedelta(days=1))  # bound: 1002
+    BindingPath(store).set_manual_binding(CLIENT, "1002", T0 - timedelta(days=1))  # bound: 1002
     Outbox(store).purge((PENDING,))
-    store.record_call(inbound(sticky_agent=None, recording="/rec/call-1.wav"), Settings())
+    BindingPath(store).record_call(inbound(sticky_agent=None, recording="/rec/call-1.wav"), Settings())
     rows = Outbox(store).entries()
     assert [r.event_type for r in rows] == ["call.answered", "call.ended", "binding.changed"]
     answered, ended, changed = (json.loads(r.body) for r in rows)
@@ -81,18 +82,18 @@ def test_answered_call_writes_answered_ended_and_binding_changed_in_its_transact
                                 "route": None, "answered_at": "2024-06-01T12:00:05.000000Z"}
     assert ended["data"]["talk_seconds"] == 30.0 and ended["data"]["recording"] == "/rec/call-1.wav"
     assert changed["data"] == {"client": CLIENT, "source": "auto", "old_agent": None, "new_agent": "1001",
-                               "why": "answered inbound call, talked 30s", "expires_at": None,
+                               "why": "answered inbound call, talked 30s", "kind": "learned", "expires_at": None,
                                "call_uuid": "call-1"}
 
 
 def test_missed_call_names_the_bound_agent_and_who_was_rung(store):
-    store.record_call(inbound(agent=None, sticky_agent="1001", route="none"), Settings())
+    BindingPath(store).record_call(inbound(agent=None, sticky_agent="1001", route="none"), Settings())
     (missed,) = [json.loads(r.body) for r in Outbox(store).entries() if r.event_type == "call.missed"]
     assert missed["data"]["bound_agent"] == "1001" and missed["data"]["rung"] == ["1001", "1002"]
 
 
 def test_the_bound_agent_answering_is_flagged(store):
-    store.record_call(inbound(agent="1001", sticky_agent="1001", route="sticky"), Settings())
+    BindingPath(store).record_call(inbound(agent="1001", sticky_agent="1001", route="sticky"), Settings())
     answered = json.loads(Outbox(store).entries()[0].body)
     assert answered["data"]["agent_was_bound"] is True
 
@@ -130,8 +131,8 @@ def test_tracker_reads_transfers_and_the_recording_path_off_the_events():
 
 
 def test_same_call_recorded_twice_has_the_same_event_ids(store):
-    store.record_call(inbound(), Settings())
-    store.record_call(inbound(), Settings())
+    BindingPath(store).record_call(inbound(), Settings())
+    BindingPath(store).record_call(inbound(), Settings())
     ids = [r.event_id for r in Outbox(store).entries() if r.event_type.startswith("call.")]
     assert len(ids) == 2  # the second time, the rows were already there
 
@@ -140,17 +141,17 @@ def test_no_event_without_its_change_a_failed_transaction_writes_neither(store, 
     def boom(*a, **k):
         raise peewee.OperationalError("disk full")
 
-    monkeypatch.setattr(store, "learn", boom)
+    monkeypatch.setattr(store, "apply_binding_changes", boom)
     with pytest.raises(peewee.OperationalError):
-        store.record_call(inbound(), Settings())
+        BindingPath(store).record_call(inbound(), Settings())
     assert store.calls() == [] and Outbox(store).entries() == []
 
 
 def test_manual_binding_set_and_removed_are_binding_changed_events(store):
-    store.set_manual_binding(CLIENT, "1001", T0, why="CRM said so")
-    store.set_manual_binding(CLIENT, "1001", T0)  # no change of agent: no event
-    store.set_manual_binding(CLIENT, "1002", T0)
-    store.remove_bindings(CLIENT, ("manual",))
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0, why="CRM said so")
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0)  # no change of agent: no event
+    BindingPath(store).set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(store).remove_bindings(CLIENT, ("manual",))
     data = [json.loads(r.body)["data"] for r in Outbox(store).entries()]
     assert [(d["old_agent"], d["new_agent"], d["why"]) for d in data] == [
         (None, "1001", "CRM said so"), ("1001", "1002", "set by hand"), ("1002", None, "removed")]
@@ -158,8 +159,8 @@ def test_manual_binding_set_and_removed_are_binding_changed_events(store):
 
 def test_without_webhook_urls_nothing_is_written(store):
     store.webhook_urls = ()
-    store.record_call(inbound(), Settings())
-    store.set_manual_binding(CLIENT, "1002", T0)
+    BindingPath(store).record_call(inbound(), Settings())
+    BindingPath(store).set_manual_binding(CLIENT, "1002", T0)
     assert Outbox(store).entries() == []
 
 
@@ -174,7 +175,7 @@ def test_imported_calls_send_no_webhooks(store, tmp_path):
 # -- delivery --------------------------------------------------------------------------------------
 
 def test_webhook_body_and_signature_are_right(store, receiver):
-    store.set_manual_binding(CLIENT, "1001", T0, why="by hand")
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0, why="by hand")
     sender = sender_for(store)
     deliver_all(sender)
     (got,) = receiver.received
@@ -196,7 +197,7 @@ def test_webhook_body_and_signature_are_right(store, receiver):
 
 def test_a_refusing_receiver_is_retried_with_backoff_then_given_up(store, receiver):
     receiver.status = 503
-    store.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0)
     sender = sender_for(store, max_attempts=3)
     assert sender.delay(1) == 0.05 and sender.delay(2) == 0.1 and sender.delay(10) == 0.2
     started = time.monotonic()
@@ -214,7 +215,7 @@ def test_a_refusing_receiver_is_retried_with_backoff_then_given_up(store, receiv
 
 
 def test_a_claimed_row_is_not_sent_twice(store):
-    store.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0)
     box = Outbox(store)
     (entry,) = box.due(datetime.now(UTC), 10)
     assert box.claim(entry, datetime.now(UTC) + timedelta(minutes=1))
@@ -235,7 +236,7 @@ def test_webhook_urls_need_a_secret(tmp_path):
 def test_live_call_through_the_daemon_reaches_the_receiver(tmp_path, receiver):
     office = Office(tmp_path, webhook_urls=(receiver.url + "/hook",), webhook_secret=SECRET)
     try:
-        office.store.set_manual_binding(CLIENT, "1002", datetime.now(UTC))
+        BindingPath(office.store).set_manual_binding(CLIENT, "1002", datetime.now(UTC))
         office.fake.agent("1002", answers_after=1, talk=15)
         office.call("0501234567")
         events = receiver.wait_for(4)
@@ -281,7 +282,7 @@ def test_nothing_is_lost_across_a_daemon_restart_with_a_pending_outbox(tmp_path,
 # -- the CLI -----------------------------------------------------------------------------------------
 
 def test_outbox_list_retry_purge_commands(store, tmp_path):
-    store.set_manual_binding(CLIENT, "1001", T0)
+    BindingPath(store).set_manual_binding(CLIENT, "1001", T0)
     db = store.db.database
     run = lambda *args: CliRunner().invoke(main, ["--db", f"sqlite:///{db}", *args])
     listed = run("outbox", "list", "--json")
@@ -309,7 +310,7 @@ def test_agent_set_crm_id(store):
 def test_a_delivery_cut_off_by_stop_is_tried_again_at_the_next_start(store, receiver, monkeypatch):
     real_handle = receiver.handle
     monkeypatch.setattr(receiver, "handle", lambda environ: (gevent.sleep(5), real_handle(environ))[1])
-    store.record_call(inbound(), Settings())
+    BindingPath(store).record_call(inbound(), Settings())
     sender = sender_for(store)
     sender.start()
     assert wait_until(lambda: sender._in_flight, 5), "no delivery started"

@@ -112,10 +112,10 @@ def agent_dnd(app, ext, state):
 def release_after_leaving(app, ext: str, handover_to: str | None) -> None:
     """What `agent disable` and `agent rm` do with the bindings of an agent who goes."""
     if handover_to:
-        moved, left = app.store.handover(ext, handover_to)
+        moved, left = app.service.bindings.handover(ext, handover_to)
         click.echo(f"moved {moved} binding{'s' if moved != 1 else ''} of {ext} to {handover_to}")
     else:
-        released = app.store.release_learned(ext)
+        released = app.service.bindings.release_learned(ext)
         left = len(app.store.list_bindings(agent=ext))
         click.echo(f"released {released} learned binding{'s' if released != 1 else ''} of {ext}")
     if left:

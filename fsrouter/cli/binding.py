@@ -45,7 +45,7 @@ def binding_set(app, client, ext, expires):
     """Bind CLIENT to agent EXT by hand (learning never overwrites it)."""
     now = datetime.now(UTC)
     expires_at = now + positive_duration(expires, "--expires") if expires else None
-    made = app.store.set_manual_binding(app.service.normalize(client), ext, now, expires_at=expires_at)
+    made = app.service.bindings.set_manual_binding(app.service.normalize(client), ext, now, expires_at=expires_at)
     until = f" until {iso(made.expires_at)}" if made.expires_at else ""
     click.echo(f"bound {made.client} to {made.agent}{until}")
     state = app.service.standings([made]).get(made.client).state(made.source)
@@ -110,7 +110,7 @@ def binding_rm(app, client, which):
     """Remove CLIENT's bindings."""
     sources = {"learned": (AUTO,), "manual": (MANUAL,), "all": (MANUAL, AUTO)}[which]
     number = app.service.normalize(client)
-    removed = app.store.remove_bindings(number, sources)
+    removed = app.service.bindings.remove_bindings(number, sources)
     click.echo(f"removed {removed} binding{'s' if removed != 1 else ''} of {number}")
 
 
@@ -168,7 +168,7 @@ def binding_export(app, output):
 @pass_app
 def binding_block(app, client_number, ext):
     """Keep CLIENT away from agent EXT: never its sticky agent, by any source."""
-    owner, dropped = app.store.block(app.service.normalize(client_number), ext)
+    owner, dropped = app.service.bindings.block(app.service.normalize(client_number), ext)
     click.echo(f"client {owner} is kept away from {ext}"
                + (f" (dropped the learned binding to {ext})" if dropped else ""))
     manual = app.store.bindings_for(owner).get("manual")

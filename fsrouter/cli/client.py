@@ -19,7 +19,7 @@ def client_link(app, number, other):
     """OTHER (and its client's numbers) become numbers of NUMBER's client: a binding learned on
     one routes them all."""
     a, b = app.service.normalize(number), app.service.normalize(other)
-    owner = app.store.link_numbers(a, b)
+    owner = app.service.bindings.link_numbers(a, b)
     click.echo(f"client {owner}: {', '.join(app.store.numbers_of(owner))}")
 
 

@@ -44,6 +44,7 @@ def report_command(app, since, group_name, as_json, html_file):
              seconds(f.callback_median_s), seconds(f.callback_p90_s)) for f in result.agents + [result.total]])
     if result.rebinds:
         click.echo("")
-        table(("REBOUND FROM", "TO", "CLIENTS"), [(r.from_agent, r.to_agent, r.count) for r in result.rebinds])
+        table(("REBOUND FROM", "TO", "HOW", "CLIENTS"),
+              [(r.from_agent, r.to_agent or "none", r.kind, r.count) for r in result.rebinds])
     if html_file:
         click.echo(f"\nwrote {html_file}")

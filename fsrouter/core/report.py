@@ -10,8 +10,11 @@ Per agent and in total, over the inbound calls of the period (of one group with 
   fallbacks        calls answered on the group's leg (route `fallback`), counted on the agent
                    who answered them. A sticky attempt that was not a sticky answer is a miss
                    of the bound agent; its count is sticky_attempts - sticky_answered.
-  rebinds_in/out   changes of a client's learned agent to / away from the agent
-                   (binding_history); the `rebinds` list says from whom to whom.
+  rebinds_in/out   changes of a client's agent (manual or learned) to / away from the agent
+                   (binding_history): learned, set by hand, handed over, released when the
+                   agent went, blocked, lost to missed sticky calls, merged, expired. In total:
+                   rebinds_out counts them all, rebinds_in those to another agent. The `rebinds`
+                   list says from whom to whom (to None: the binding went), and by what kind.
   missed           missed calls of the agent's clients (missed.MissedCall.owner: the sticky
                    leg's agent, else the bound agent); in total: every missed call.
   called_back      ... of which were closed, by a callback or an answered call of the client.
@@ -32,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 
+from .binding_changes import LEARNED
 from .missed import MissedCall
 from .model import INBOUND, Call
 
@@ -81,8 +85,9 @@ class Figures:
 @dataclass(frozen=True)
 class Rebind:
     from_agent: str
-    to_agent: str
+    to_agent: str | None  # None: the binding went (released, blocked, expired...)
     count: int
+    kind: str = LEARNED  # binding_changes.KINDS
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,8 @@ class Report:
     def as_dict(self) -> dict:
         return {"since": self.since.isoformat() if self.since else None, "group": self.group,
                 "agents": [f.as_dict() for f in self.agents], "total": self.total.as_dict(),
-                "rebinds": [{"from": r.from_agent, "to": r.to_agent, "count": r.count} for r in self.rebinds],
+                "rebinds": [{"from": r.from_agent, "to": r.to_agent, "kind": r.kind, "count": r.count}
+                            for r in self.rebinds],
                 "days": [d.as_dict() for d in self.days]}
 
 
@@ -125,7 +131,7 @@ def build(calls: Iterable[Call], missed: Iterable[MissedCall], changes: Iterable
     """The report of the period from `since` (of group `group`).
 
     calls: call records (store.calls); missed: missed.missed_calls rows; changes: binding_history
-    rows (store.binding_changes: client, from_agent, to_agent, at, group); agents: extensions to
+    rows (store.binding_changes: client, from_agent, to_agent, at, group, kind); agents: extensions to
     list even with no figures.
     """
     return build_counted(((call, 1) for call in calls), missed, changes, since=since, group=group,
@@ -176,13 +182,15 @@ def build_counted(counted_calls: Iterable[tuple[Call, int]], missed: Iterable[Mi
     for change in changes:
         if not in_scope(change["at"], change.get("group")):
             continue
-        if change["from_agent"] is None or change["from_agent"] == change["to_agent"]:
+        from_agent, to_agent = change["from_agent"], change["to_agent"]
+        if from_agent is None or from_agent == to_agent:
             continue  # a first binding is no rebind
-        pairs[(change["from_agent"], change["to_agent"])] += 1
-        of(change["from_agent"]).rebinds_out += 1
-        of(change["to_agent"]).rebinds_in += 1
-        total.rebinds_in += 1
+        pairs[(from_agent, to_agent, change.get("kind", LEARNED))] += 1
+        of(from_agent).rebinds_out += 1
         total.rebinds_out += 1
+        if to_agent is not None:
+            of(to_agent).rebinds_in += 1
+            total.rebinds_in += 1
 
     day_waits: dict[date, list[float]] = {}
     for row in missed:
@@ -212,6 +220,7 @@ def build_counted(counted_calls: Iterable[tuple[Call, int]], missed: Iterable[Mi
     days = [Day(day, day_sticky[day], day_hits[day], len(day_waits.get(day, ())),
                 percentile(day_waits.get(day, ()), 50), percentile(day_waits.get(day, ()), 90))
             for day in sorted(set(day_sticky) | set(day_waits))]
-    rebinds = [Rebind(a, b, n) for (a, b), n in sorted(pairs.items(), key=lambda item: (-item[1], item[0]))]
+    rebinds = [Rebind(a, b, n, kind) for (a, b, kind), n in
+               sorted(pairs.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or "", item[0][2]))]
     return Report(since=since, group=group, agents=[rows[ext] for ext in sorted(rows)], total=total,
                   rebinds=rebinds, days=days)

@@ -1,7 +1,7 @@
 """What fsrouter tells the CRM: the event bodies, and how each delivery is signed.
 
-Pure: no database, no sockets. The store writes these events into the outbox in the transaction
-of the change they report (outbox.py sends them). A body is JSON:
+Pure: no database, no sockets. They are written into the outbox in the transaction of the change
+they report (binding_path.py, through the store; outbox.py sends them). A body is JSON:
 
     {"id": "<uuid>", "type": "call.answered", "at": "2024-05-01T09:30:02.000000Z", "data": {...}}
 
@@ -20,11 +20,15 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from . import ownership
+from .binding_changes import BindingChange
 from .missed import MissedCall
-from .model import INBOUND, Binding, Call
+from .model import INBOUND, Agent, Binding, Call, Group
+from .settings import Settings
 
 CALL_ANSWERED = "call.answered"
 CALL_MISSED = "call.missed"
@@ -64,6 +68,17 @@ def _call_id(call: Call, kind: str, n: int | str = 0) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{call.uuid}|{kind}|{n}"))
 
 
+def bound_agent(call: Call, before: Mapping[str, Binding], agents: Mapping[str, Agent], settings: Settings,
+                group: Group | None = None, blocked: Collection[str] = (), shared: bool = False) -> str | None:
+    """Who the client was bound to when the call came (the events' bound_agent): the agent of
+    the sticky leg fsrouter rang, else who the ownership rule holds responsible in the call's
+    group (`before`: the client's bindings by source before the call)."""
+    if call.sticky_agent:
+        return call.sticky_agent
+    return ownership.decide(call.client, before, agents, settings, call.started_at, group=group,
+                            blocked=blocked, shared=shared).holder
+
+
 def call_events(call: Call, bound_agent: str | None) -> list[Event]:
     """The events one finished call gives: answered or missed, each transfer, then ended.
 
@@ -94,12 +109,17 @@ def call_events(call: Call, bound_agent: str | None) -> list[Event]:
     return events
 
 
-def binding_changed(client: str, source: str, old: Binding | None, new: Binding | None, why: str,
-                    at: datetime) -> Event:
-    return Event(str(uuid.uuid4()), BINDING_CHANGED, at, {
-        "client": client, "source": source, "old_agent": old.agent if old else None,
-        "new_agent": new.agent if new else None, "why": why,
-        "expires_at": iso(new.expires_at) if new else None, "call_uuid": new.call_uuid if new else None})
+def binding_changed(change: BindingChange) -> Event:
+    """What the CRM hears of a reported binding change (binding_changes.BindingChange). The id is
+    derived from the change, so one change stored twice (an expiry seen by two daemons) is one
+    event."""
+    new = change.new
+    key = (f"{change.client}|{change.source}|{change.kind}|{change.from_agent}|{change.to_agent}|"
+           f"{iso(change.at)}|{iso(change.old.at) if change.old else None}|{change.call_uuid}")
+    return Event(str(uuid.uuid5(_NAMESPACE, key)), BINDING_CHANGED, change.at, {
+        "client": change.client, "source": change.source, "old_agent": change.from_agent,
+        "new_agent": change.to_agent, "why": change.why, "kind": change.kind,
+        "expires_at": iso(new.expires_at) if new else None, "call_uuid": change.call_uuid})
 
 
 def callback_done(missed: MissedCall) -> Event:

@@ -249,8 +249,8 @@ class Api:
             raise ApiError(400, "bad_field", f"why: a string of at most {_WHY_MAX} characters")
         with self.lock:
             try:
-                self.store.set_manual_binding(number, agent, datetime.now(UTC), expires_at=expires_at,
-                                              why=why or "set by the CRM")
+                self.service.bindings.set_manual_binding(number, agent, datetime.now(UTC), expires_at=expires_at,
+                                                         why=why or "set by the CRM")
             except StoreError as exc:
                 raise ApiError(422, "rejected", str(exc)) from None
             return 200, self._manual_binding(number), {}
@@ -258,7 +258,7 @@ class Api:
     def delete_binding(self, environ, client):
         number = self._client(client)
         with self.lock:
-            removed = self.store.remove_bindings(number, (MANUAL,))
+            removed = self.service.bindings.remove_bindings(number, (MANUAL,))
         if not removed:
             raise ApiError(404, "no_binding", f"{number} has no manual binding")
         return 204, b"", {}

@@ -65,9 +65,9 @@ def _agents_table(report: Report) -> str:
 def _rebinds_table(report: Report) -> str:
     if not report.rebinds:
         return '<p class="empty" id="rebinds">No client changed agent.</p>'
-    rows = "".join(f"<tr><td>{escape(r.from_agent)}</td><td>{escape(r.to_agent)}</td><td>{r.count}</td></tr>"
-                   for r in report.rebinds)
-    return (f'<table id="rebinds"><thead><tr><th>From</th><th>To</th><th>Clients</th></tr></thead>'
+    rows = "".join(f"<tr><td>{escape(r.from_agent)}</td><td>{escape(r.to_agent or 'none')}</td>"
+                   f"<td>{escape(r.kind)}</td><td>{r.count}</td></tr>" for r in report.rebinds)
+    return (f'<table id="rebinds"><thead><tr><th>From</th><th>To</th><th>How</th><th>Clients</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
 
 

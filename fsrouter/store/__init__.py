@@ -22,11 +22,11 @@ from .agents import AgentTables
 from .bindings import BindingTables
 from .calls import CallTables
 from .clients import ClientTables
-from .connection import StoreError, _connect, _one_line, _reconnects, _redact
+from .connection import BindingRaced, StoreError, _connect, _one_line, _reconnects, _redact
 from .gaps import GapTables
 from .schema import MIGRATIONS, _client_models, _gap_models, _models, _outbox_model
 
-__all__ = ["MIGRATIONS", "Store", "StoreError"]
+__all__ = ["MIGRATIONS", "BindingRaced", "Store", "StoreError"]
 
 # Any constant: PostgreSQL processes opening the database serialise their migrations on it.
 _PG_MIGRATION_LOCK = 0x66737274
@@ -71,6 +71,16 @@ class Store(AgentTables, ClientTables, BindingTables, CallTables, GapTables):
             f'UPDATE {table_b} SET "agent" = {p}, "at" = {p}, "expires_at" = NULL, "why" = {p}, '
             f'"call_uuid" = {p} WHERE "client" = {p} AND "source" = {p} AND "at" = {p} AND "agent" = {p} '
             f'AND "why" = {p} AND ("call_uuid" = {p} OR ("call_uuid" IS NULL AND {p} IS NULL))')
+        # apply_binding_changes' compare-and-swap: a row is written only if it is still the
+        # binding (agent, at) the change was decided on, or (a first binding) still absent.
+        self._insert_binding_sql = (
+            f'INSERT INTO {table_b} ({sqltext.names(self._binding_columns)}) VALUES ({", ".join([p] * 7)}) '
+            f'ON CONFLICT ("client", "source") DO NOTHING')
+        self._swap_binding_sql = (
+            f'UPDATE {table_b} SET "client" = {p}, "agent" = {p}, "at" = {p}, "expires_at" = {p}, "why" = {p}, '
+            f'"call_uuid" = {p} WHERE "client" = {p} AND "source" = {p} AND "agent" = {p} AND "at" = {p}')
+        self._delete_binding_sql = (f'DELETE FROM {table_b} WHERE "client" = {p} AND "source" = {p} '
+                                    f'AND "agent" = {p} AND "at" = {p}')
 
     @classmethod
     def open(cls, url: str) -> Store:

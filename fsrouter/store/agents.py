@@ -69,7 +69,7 @@ class AgentTables:
         if priority is not None:
             changes["priority"] = _clean_priority(priority)
         with self.transaction():
-            self._require_agent(ext)
+            self.require_agent(ext)
             if changes:
                 self.m.Agent.update(**changes).where(self.m.Agent.ext == ext).execute()
         return self.agents()[ext]
@@ -80,7 +80,7 @@ class AgentTables:
         if crm_id is not None and (len(crm_id) > 128 or _CONTROL.search(crm_id)):
             raise StoreError("the CRM id must be at most 128 characters, without control characters")
         with self.transaction():
-            self._require_agent(ext)
+            self.require_agent(ext)
             holder = self.m.Agent.get_or_none(self.m.Agent.crm_id == crm_id) if crm_id else None
             if holder is not None and holder.ext != ext:
                 raise StoreError(f"CRM id {crm_id!r} is already agent {holder.ext}'s")
@@ -89,17 +89,17 @@ class AgentTables:
 
     def set_agent_enabled(self, ext: str, enabled: bool) -> None:
         with self.transaction():
-            self._require_agent(ext)
+            self.require_agent(ext)
             self.m.Agent.update(enabled=bool(enabled)).where(self.m.Agent.ext == ext).execute()
 
     def remove_agent(self, ext: str) -> None:
         """The agent and their group memberships go; their bindings stay (shown as stale)."""
         with self.transaction():
-            self._require_agent(ext)
+            self.require_agent(ext)
             self.m.Member.delete().where(self.m.Member.agent == ext).execute()
             self.m.Agent.delete().where(self.m.Agent.ext == ext).execute()
 
-    def _require_agent(self, ext: str) -> None:
+    def require_agent(self, ext: str) -> None:
         if self.m.Agent.get_or_none(self.m.Agent.ext == ext) is None:
             raise StoreError(f"unknown agent {ext!r}")
 
@@ -138,13 +138,13 @@ class AgentTables:
     def add_member(self, group: str, ext: str) -> None:
         with self.transaction():
             self._require_groups([group])
-            self._require_agent(ext)
+            self.require_agent(ext)
             self.m.Member.insert(agent=ext, grp=group).on_conflict_ignore().execute()
 
     def remove_member(self, group: str, ext: str) -> None:
         with self.transaction():
             self._require_groups([group])
-            self._require_agent(ext)
+            self.require_agent(ext)
             self.m.Member.delete().where(self.m.Member.grp == group, self.m.Member.agent == ext).execute()
 
     def _require_groups(self, names) -> None:
@@ -159,7 +159,7 @@ class AgentTables:
 
     def set_agent_dnd(self, ext: str, on: bool) -> None:
         with self.transaction():
-            self._require_agent(ext)
+            self.require_agent(ext)
             self.m.Agent.update(dnd=bool(on)).where(self.m.Agent.ext == ext).execute()
 
     def set_group_options(self, name: str, sticky_hours: str | None = None, timezone: str | None = None,

@@ -1,16 +1,17 @@
-"""Bindings set by hand or imported, and what moves them: hand-over, release, missed calls."""
+"""Bindings: reading them, and the one write of every change to them (apply_binding_changes),
+with its binding_history row and its event; expiries reported once (report_expiries)."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 
 import peewee as pw
 
-from ..core.model import AUTO, MANUAL, SOURCES, Binding, Call
-from ..core.webhooks import binding_changed
+from ..core.binding_changes import BindingChange
+from ..core.model import AUTO, MANUAL, Binding
+from ..core.webhooks import Event
 from . import sqltext
-from .calls import _sticky_agent
-from .clients import _require_client
-from .connection import StoreError, _one_line, _reconnects
+from .connection import BindingRaced, _reconnects
 
 
 class BindingTables:
@@ -29,41 +30,6 @@ class BindingTables:
         return Binding(client=client, agent=agent, source=source, at=to_time(at), expires_at=to_time(expires_at),
                        why=why or "", call_uuid=call_uuid)
 
-    def set_manual_binding(self, client: str, agent: str, now: datetime, expires_at: datetime | None = None,
-                           why: str = "set by hand") -> Binding:
-        _require_client(client)
-        client, _, blocked = self.client_of(client)  # a linked number binds its client
-        if agent in blocked:
-            raise StoreError(f"client {client} is kept away from agent {agent} (binding unblock first)")
-        if expires_at is not None and expires_at <= now:
-            raise StoreError("the expiry must be in the future")
-        binding = Binding(client=client, agent=agent, source=MANUAL, at=now, expires_at=expires_at,
-                          why=_one_line(why))
-        with self.transaction():
-            self._require_agent(agent)
-            old = self.bindings_for(client).get(MANUAL) if self.webhook_urls else None
-            self._upsert_bindings([binding])
-            if self.webhook_urls and (old is None or old.agent != agent):
-                self._notify([binding_changed(client, MANUAL, old, binding, binding.why, now)])
-        return binding
-
-    def remove_bindings(self, client: str, sources=SOURCES) -> int:
-        client = self.client_of(client)[0]
-        sources = list(sources)
-        unknown = set(sources) - set(SOURCES)
-        if unknown:
-            raise StoreError(f"bad binding source {min(unknown)!r}: one of {', '.join(SOURCES)}")
-        binding = self.m.Binding
-        if not self.webhook_urls:
-            return binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
-        with self.transaction():
-            old = self.bindings_for(client)
-            removed = binding.delete().where(binding.client == client, binding.source.in_(sources)).execute()
-            now = datetime.now(UTC)
-            self._notify([binding_changed(client, source, old[source], None, "removed", now)
-                          for source in SOURCES if source in sources and source in old])
-        return removed
-
     def list_bindings(self, agent: str | None = None) -> list[Binding]:
         """All bindings (of one agent), by client then source. Whether each routes is the
         ownership rule's to say (Service.standings), not the query's."""
@@ -75,25 +41,6 @@ class BindingTables:
         return [Binding(client=row.client, agent=row.agent, source=row.source, at=row.at,
                         expires_at=row.expires_at, why=row.why or "", call_uuid=row.call_uuid)
                 for row in query]
-
-    def import_bindings(self, rows, now: datetime, why: str = "imported") -> int:
-        """Manual bindings from (client, agent) pairs, all or none; a later pair for a client wins."""
-        pairs = dict(rows)
-        for client in pairs:
-            _require_client(client)
-        known = {ext for (ext,) in self.m.Agent.select(self.m.Agent.ext).tuples()}
-        missing = sorted(set(pairs.values()) - known)
-        if missing:
-            raise StoreError(f"unknown agent {missing[0]!r}")
-        # A linked number binds its client (one read of all links, not one per row).
-        cn = self.m.ClientNumber
-        owners = dict(cn.select(cn.number, cn.client).where(cn.number != cn.client).tuples())
-        pairs = {owners.get(client, client): agent for client, agent in pairs.items()}
-        bindings = [Binding(client=client, agent=agent, source=MANUAL, at=now, why=why)
-                    for client, agent in pairs.items()]
-        with self.transaction():
-            self._upsert_bindings(bindings)
-        return len(bindings)
 
     def _upsert_bindings(self, bindings) -> None:
         # One multi-row statement per chunk: a CRM import is a million rows.
@@ -108,45 +55,91 @@ class BindingTables:
                               self.db.param, rows=len(chunk))
             self.db.execute_sql(sql, params)
 
-    def release_learned(self, ext: str) -> int:
-        """Drop every learned binding to `ext` (the agent left or was disabled): their clients'
-        next calls ring the group and teach a new binding. Manual ones stay for a human."""
-        b = self.m.Binding
-        return b.delete().where(b.agent == ext, b.source == AUTO).execute()
+    @_reconnects
+    def bindings_of_agent(self, ext: str) -> list[Binding]:
+        """Every binding naming agent `ext`, by client then source."""
+        return self.list_bindings(agent=ext)
 
-    def handover(self, ext: str, other: str) -> tuple[int, int]:
-        """Every binding of `ext` moves to `other` in one transaction: (moved, left behind). A
-        client kept away from `other` is not moved: its learned binding is dropped, its manual one
-        stays on `ext` (binding list --stale)."""
-        if ext == other:
-            raise StoreError("hand over to another agent")
-        b, k = self.m.Binding, self.m.Block
+    def apply_binding_changes(self, changes: Sequence[BindingChange], events: Sequence[Event] = ()) -> None:
+        """The one write of binding changes (binding_changes.py decides them): each change's row,
+        a binding_history row for each reported change, and `events` into the outbox, all in one
+        transaction. Each row is written by compare-and-swap against the binding the change was
+        decided on: BindingRaced (nothing written) when another process changed it meanwhile.
+        Manual bindings that are set (an import is a million) go in multi-row statements."""
+        to_db = self.m.Binding.at.db_value
         with self.transaction():
-            self._require_agent(other)
-            kept_away = pw.fn.EXISTS(k.select(k.agent).where((k.client == b.client) & (k.agent == other)))
-            moved = b.update(agent=other).where((b.agent == ext) & ~kept_away).execute()
-            self.release_learned(ext)
-            left = b.select().where(b.agent == ext).count()
-        return moved, left
+            upserts = []
+            for change in changes:
+                old, new = change.old, change.new
+                if change.source == MANUAL and new is not None:
+                    upserts.append(new)
+                    continue
+                if old is None and new is None:
+                    continue
+                if old is None:
+                    sql, params = self._insert_binding_sql, (
+                        new.client, new.source, new.agent, to_db(new.at), to_db(new.expires_at), new.why,
+                        new.call_uuid)
+                elif new is None:
+                    sql, params = self._delete_binding_sql, (old.client, old.source, old.agent, to_db(old.at))
+                else:
+                    sql, params = self._swap_binding_sql, (
+                        new.client, new.agent, to_db(new.at), to_db(new.expires_at), new.why, new.call_uuid,
+                        old.client, old.source, old.agent, to_db(old.at))
+                if self.db.execute_sql(sql, params).rowcount != 1:
+                    raise BindingRaced(f"the {change.source} binding of {change.client} changed meanwhile")
+            self._upsert_bindings(upserts)
+            self._insert_history([c for c in changes if c.reported])
+            self._notify(list(events))
 
-    def forget_after_misses(self, call: Call, misses: int) -> Binding | None:
-        """max_sticky_misses: when the client's last `misses` inbound calls all rang the same bound
-        agent's sticky leg and none was answered by that agent, drop that learned binding (returned)."""
-        agent = _sticky_agent(call)
-        if misses <= 0 or call.direction != "inbound" or agent is None or call.agent == agent:
-            return None
-        client = self.client_of(call.client)[0]
-        learned = self.bindings_for(client).get(AUTO)
-        if learned is None or learned.agent != agent:
-            return None
-        c = self.m.Call
-        rows = list(c.select().where(c.client == call.client, c.direction == "inbound")
-                    .order_by(c.started_at.desc()).limit(misses))
-        if len(rows) < misses or any(_sticky_agent(r) != agent or r.agent == agent for r in rows):
-            return None
-        b = self.m.Binding
-        gone = b.delete().where(b.client == client, b.source == AUTO, b.agent == agent).execute()
-        return learned if gone else None
+    def report_expiries(self, expiries: Sequence[tuple[BindingChange, Event]]) -> int:
+        """Expired bindings (binding_changes.expired), each with its event: a binding_history row
+        (keyed by the binding's client, source and `at`) and the event, in one transaction, for
+        each one not reported yet, by this process or another; the rows stay. How many were new."""
+        h = self.m.BindingHistory
+        columns = [h.client, h.source, h.from_agent, h.to_agent, h.at, h.call_uuid, h.kind, h.why, h.expiry_of]
+        to_db = h.at.db_value
+        sql = (f'INSERT INTO "{h._meta.table_name}" ({sqltext.names(columns)}) '
+               f'VALUES ({sqltext.marks(self.db.param, len(columns))}) '
+               f'ON CONFLICT ("client", "source", "expiry_of") DO NOTHING')
+        reported = []
+        with self.transaction():
+            for change, event in expiries:
+                old = change.old
+                params = (change.client, change.source, change.from_agent, change.to_agent, to_db(change.at),
+                          old.call_uuid, change.kind, change.why, to_db(old.at))
+                if self.db.execute_sql(sql, params).rowcount == 1:
+                    reported.append(event)
+            self._notify(reported)
+        return len(reported)
+
+    @_reconnects
+    def expiry_page(self, after: tuple[str, str] | None, now: datetime, learned_before: datetime | None,
+                    size: int = 1000) -> tuple[list[Binding], tuple[str, str] | None]:
+        """One page of the bindings in key order after `after`: those of them whose expiry is
+        past at `now` or (learned) that ended before `learned_before`, and that no
+        binding_history row reports expired yet; and the key to read the next page after (None
+        after the last page). A page is a short indexed read, whatever the size of the table."""
+        b, h = f'"{self.m.Binding._meta.table_name}"', f'"{self.m.BindingHistory._meta.table_name}"'
+        p, to_db = self.db.param, self.m.Binding.at.db_value
+        keyset, params = "", []
+        if after is not None:
+            keyset, params = f'WHERE ("client" > {p} OR ("client" = {p} AND "source" > {p})) ', [after[0], *after]
+        page_sql = f'SELECT * FROM {b} {keyset}ORDER BY "client", "source" LIMIT {int(size)}'
+        last = self.db.execute_sql(f'SELECT "client", "source" FROM ({page_sql}) page '
+                                   f'ORDER BY "client" DESC, "source" DESC LIMIT 1', params).fetchall()
+        if not last:
+            return [], None
+        due = f'x."expires_at" <= {p}'
+        due_params = [to_db(now)]
+        if learned_before is not None:
+            due = f'({due} OR (x."source" = {p} AND x."at" < {p}))'
+            due_params += [AUTO, to_db(learned_before)]
+        sql = (f'SELECT x."client", x."source", x."agent", x."at", x."expires_at", x."why", x."call_uuid" '
+               f'FROM ({page_sql}) x WHERE {due} AND NOT EXISTS (SELECT 1 FROM {h} h WHERE h."client" = x."client" '
+               f'AND h."source" = x."source" AND h."expiry_of" = x."at")')
+        rows = self.db.execute_sql(sql, params + due_params).fetchall()
+        return [self._binding_of_row(*row) for row in rows], tuple(last[0])
 
     @_reconnects
     def bindings_of(self, clients) -> dict[str, dict[str, Binding]]:
@@ -164,17 +157,18 @@ class BindingTables:
 
     @_reconnects
     def binding_changes(self, since: datetime | None = None, rebinds_only: bool = False) -> list[dict]:
-        """Changes of learned agents (binding_history), oldest first, with the group of the call
+        """Reported binding changes (binding_history), oldest first, with the group of the call
         that made each (None when that call is not recorded or had no group). `rebinds_only`:
-        only those from one agent to another, not a client's first learned binding."""
+        only those away from an agent (to another or to none), not a client's first binding."""
         h, c = self.m.BindingHistory, self.m.Call
-        query = (h.select(h.client, h.from_agent, h.to_agent, h.at, h.call_uuid, c.group_name)
+        query = (h.select(h.client, h.source, h.from_agent, h.to_agent, h.at, h.call_uuid, h.kind, h.why,
+                          c.group_name)
                  .join(c, pw.JOIN.LEFT_OUTER, on=(c.uuid == h.call_uuid)).order_by(h.at, h.id))
         if since is not None:
             query = query.where(h.at >= since)
         if rebinds_only:
-            query = query.where(h.from_agent.is_null(False), h.from_agent != h.to_agent)
+            query = query.where(h.from_agent.is_null(False), h.to_agent.is_null() | (h.from_agent != h.to_agent))
         to_time = h.at.python_value
-        return [{"client": client, "from_agent": from_agent, "to_agent": to_agent, "at": to_time(at),
-                 "call_uuid": call_uuid, "group": group}
-                for client, from_agent, to_agent, at, call_uuid, group in query.tuples()]
+        return [{"client": client, "source": source, "from_agent": from_agent, "to_agent": to_agent,
+                 "at": to_time(at), "call_uuid": call_uuid, "kind": kind, "why": why, "group": group}
+                for client, source, from_agent, to_agent, at, call_uuid, kind, why, group in query.tuples()]

@@ -1,30 +1,20 @@
-"""Call records, and learning bindings from them: one call at a time (the daemon) or in batches
-(`calls import`)."""
+"""Call records (one at a time from the daemon, in batches from `calls import`), the learned
+bindings' compare-and-swap primitives, binding_history rows and the outbox write."""
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import peewee as pw
 
-from ..core import ownership, rules
-from ..core.missed import CALLBACK, closed_by, closes_missed
 from ..core.model import AUTO, DIRECTIONS, Binding, Call
-from ..core.settings import Settings
-from ..core.webhooks import Event, binding_changed, call_events, callback_done
+from ..core.webhooks import Event
 from . import sqltext
-from .connection import StoreError, _reconnects
+from .connection import BindingRaced, StoreError, _reconnects
 
-# How often learn() re-reads and retries when another process changed the binding meanwhile.
-_LEARN_ATTEMPTS = 20
-# Namespace of the uuids made for calls that come without one (see _with_uuid).
+# Namespace of the uuids made for calls that come without one (see with_uuid).
 _CALL_NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-4c57-9e0f-2b7d5a1c9e33")
-
-
-class _Raced(Exception):
-    """Another process wrote a learned binding that a batch write expected to be absent."""
 
 
 class CallTables:
@@ -33,7 +23,7 @@ class CallTables:
     @_reconnects
     def save_call(self, call: Call) -> Call:
         """Insert or update the call record by uuid (a uuid is made when it has none)."""
-        call = _with_uuid(call)
+        call = with_uuid(call)
         if call.direction not in DIRECTIONS:
             raise StoreError(f"bad call direction {call.direction!r}")
         self.db.execute_sql(self._upsert_call_sql, self._call_params(call))
@@ -100,38 +90,9 @@ class CallTables:
             query = query.where(c.started_at >= since)
         return [_call_of_row(*row) for row in query.order_by(c.started_at, c.uuid).tuples()]
 
-    @_reconnects
-    def learn(self, call: Call, settings: Settings) -> Binding | None:
-        """Apply the learning rules to one call; the new learned binding, or None if nothing changed.
-
-        Read, decide (rules.learn), then a compare-and-swap write: the row is only replaced if it
-        is still what was read. If another process got there first, read again and decide again,
-        so whatever the interleaving the call that ended later wins.
-        """
-        if not call.client:
-            return None
-        call = _with_uuid(call)
-        # A number linked to a client teaches that client; a shared number teaches nobody, and
-        # an agent the client is kept away from is never learned.
-        client, shared, blocked = self.client_of(call.client)
-        if shared or (call.agent is not None and call.agent in blocked):
-            return None
-        if client != call.client:
-            call = replace(call, client=client)
-        with self.transaction():
-            for _ in range(_LEARN_ATTEMPTS):
-                current = self.bindings_for(call.client).get(AUTO)
-                new = rules.learn(call, settings, current)
-                if new is None:
-                    return None
-                if self._swap_learned(current, new):
-                    if current is None or current.agent != new.agent:
-                        self._insert_history([(new.client, current.agent if current else None, new.agent,
-                                               new.at, new.call_uuid)])
-                    return new
-        raise StoreError(f"could not record the binding of {call.client}: it kept changing under us")
-
-    def _swap_learned(self, current: Binding | None, new: Binding) -> bool:
+    def swap_learned(self, current: Binding | None, new: Binding) -> bool:
+        """The learned binding becomes `new` if it is still `current` (a compare-and-swap, on the
+        statements written once: the per-call path); False when another process changed it."""
         to_db = self.m.Binding.at.db_value
         if current is None:
             cursor = self.db.execute_sql(self._insert_learned_sql, (
@@ -143,37 +104,17 @@ class CallTables:
                 current.call_uuid, current.call_uuid))
         return cursor.rowcount == 1
 
-    @_reconnects
-    def record_call(self, call: Call, settings: Settings, notify: bool = True) -> Binding | None:
-        """Save the call record and learn from it, in one transaction (live calls and imports alike).
+    def calls_before(self, call: Call, limit: int = 50, inbound_only: bool = False) -> list[Call]:
+        """The client's latest calls up to this one, newest first (enough to tell which missed
+        calls are open; `inbound_only`: a streak of missed sticky calls)."""
+        c = self.m.Call
+        query = c.select(*self._call_columns).where(c.client == call.client, c.started_at <= call.started_at)
+        if inbound_only:
+            query = query.where(c.direction == "inbound")
+        query = query.order_by(c.started_at.desc()).limit(limit)
+        return [_call_of_row(*row) for row in query.tuples()]
 
-        With webhooks on (and `notify`), the call's events and any change of the learned binding
-        go into the outbox in that same transaction.
-        """
-        with self.transaction():
-            call = self.save_call(call)
-            if not (notify and self.webhook_urls):
-                return self.learn(call, settings)
-            client, shared, blocked = self.client_of(call.client) if call.client else (None, False, frozenset())
-            before = self.bindings_for(client) if call.client else {}  # a linked number: its client's
-            learned = self.learn(call, settings)
-            # Who the client was bound to when the call came: the sticky leg fsrouter rang, else
-            # who the ownership rule holds responsible in the call's group.
-            bound = call.sticky_agent or ownership.decide(
-                call.client, before, self.agents(), settings, call.started_at,
-                group=self.group(call.group) if call.group else None, blocked=blocked, shared=shared).holder
-            events = call_events(call, bound)
-            old = before.get(AUTO)
-            if learned is not None and (old is None or old.agent != learned.agent):
-                events.append(binding_changed(call.client, AUTO, old, learned, learned.why, learned.at))
-            if closes_missed(call) == CALLBACK:
-                history, clients = self._calls_before(call)
-                events += [callback_done(row) for row in closed_by(call, history, clients)
-                           if row.closed_by == CALLBACK]
-            self._notify(events)
-            return learned
-
-    def _calls_before(self, call: Call, limit: int = 50) -> tuple[list[Call], dict[str, str]]:
+    def client_calls_before(self, call: Call, limit: int = 50) -> tuple[list[Call], dict[str, str]]:
         """The client's latest calls up to this one, from any of their numbers: enough to tell which
         missed calls are open; and each of those numbers' client (missed.closed_by's `clients`)."""
         client = self.client_of(call.client)[0]
@@ -192,30 +133,15 @@ class CallTables:
             known.update(u for (u,) in c.select(c.uuid).where(c.uuid.in_(chunk)).tuples())
         return known
 
-    def record_calls(self, calls, settings: Settings) -> int:
-        """Save many calls and learn from them, all in one transaction (an import of call history):
-        the records, bindings and binding history are those of record_call(call, settings,
-        notify=False) on each call in turn; the number of calls that changed a learned binding.
-
-        In a few statements per thousand calls instead of several per call: the calls are upserted
-        in multi-row statements; the learned bindings of their clients are read once (locked on
-        PostgreSQL), rules.learn is folded over the calls in their order in memory, and the changed
-        bindings and the history are written once. Should another process have learned a first
-        binding for one of the clients meanwhile (PostgreSQL), the learning is redone call by call.
-        History, not news: no webhook events. `calls` (any iterable) is read to its end before
-        anything is written.
-        """
-        calls = [_with_uuid(call) for call in calls]
+    def save_calls(self, calls: list[Call]) -> list[Call]:
+        """Save many call records in multi-row statements (an import of call history); the calls
+        with their uuids (made for those without one). A bad direction saves nothing."""
+        calls = [with_uuid(call) for call in calls]
         for call in calls:
             if call.direction not in DIRECTIONS:
                 raise StoreError(f"bad call direction {call.direction!r}")
-        with self.transaction():
-            self._save_calls(calls)
-            try:
-                with self.transaction():  # a savepoint: a lost race undoes only the learning
-                    return self._learn_all(calls, settings)
-            except _Raced:
-                return sum(self.learn(call, settings) is not None for call in calls)
+        self._save_calls(calls)
+        return calls
 
     def _save_calls(self, calls: list[Call]) -> None:
         # A uuid twice in one statement is an error on PostgreSQL: the last values of each uuid,
@@ -228,39 +154,18 @@ class CallTables:
             params = [value for call in chunk for value in self._call_params(call)]
             self.db.execute_sql(sqltext.upsert_sql(table, columns, ["uuid"], self.db.param, rows=len(chunk)), params)
 
-    def _learn_all(self, calls: list[Call], settings: Settings) -> int:
-        """learn() over `calls` in turn, with one read and one write of the learned bindings."""
-        owners = self.clients_of({call.client for call in calls if call.client})
-        taught: list[Call] = []
-        for call in calls:
-            if not call.client:
-                continue
-            client, shared, blocked = owners.get(call.client, (call.client, False, frozenset()))
-            if shared or (call.agent is not None and call.agent in blocked):
-                continue
-            taught.append(call if client == call.client else replace(call, client=client))
-        before = self._learned_bindings({call.client for call in taught})
-        current = dict(before)
-        history = []
-        learned = 0
-        for call in taught:
-            old = current.get(call.client)
-            new = rules.learn(call, settings, old)
-            if new is None:
-                continue
-            learned += 1
-            if old is None or old.agent != new.agent:
-                history.append((new.client, old.agent if old else None, new.agent, new.at, new.call_uuid))
-            current[call.client] = new
+    def write_learned(self, before: dict[str, Binding], after: dict[str, Binding], history: list) -> None:
+        """The learned bindings of a batch (BindingPath.record_calls): `before` as
+        learned_bindings read them (and locked them), `after` as the learning left them; the
+        ones that changed are written (BindingRaced when another process inserted a first one
+        meanwhile), with `history` (reported BindingChanges)."""
         # In index order: a million rows go into the index twice as fast as in the calls' order.
-        changed = sorted((b for client, b in current.items() if before.get(client) is not b),
-                         key=lambda b: b.client)
-        self._insert_learned([b for b in changed if b.client not in before])
-        self._upsert_bindings([b for b in changed if b.client in before])  # rows read (and locked) above
+        changed = sorted((b for client, b in after.items() if before.get(client) is not b), key=lambda b: b.client)
+        self.insert_learned([b for b in changed if b.client not in before])
+        self._upsert_bindings([b for b in changed if b.client in before])  # rows read (and locked) before
         self._insert_history(history)
-        return learned
 
-    def _learned_bindings(self, clients) -> dict[str, Binding]:
+    def learned_bindings(self, clients) -> dict[str, Binding]:
         """The learned binding of each of `clients` that has one; on PostgreSQL the rows stay locked
         until the transaction ends, as learn()'s compare-and-swap would keep them."""
         b = self.m.Binding
@@ -276,9 +181,9 @@ class CallTables:
                 found[client] = self._binding_of_row(client, AUTO, *rest)
         return found
 
-    def _insert_learned(self, bindings: list[Binding]) -> None:
-        """First learned bindings of their clients, as learn() inserts them; _Raced when another
-        process inserted one of them since _learned_bindings read."""
+    def insert_learned(self, bindings: list[Binding]) -> None:
+        """First learned bindings of their clients, as learning inserts them; BindingRaced when another
+        process inserted one of them since learned_bindings read."""
         to_db = self.m.Binding.at.db_value
         columns = self._binding_columns
         table = f'"{self.m.Binding._meta.table_name}"'
@@ -289,19 +194,24 @@ class CallTables:
             cursor = self.db.execute_sql(f'INSERT INTO {table} ({sqltext.names(columns)}) VALUES {values} '
                                          f'ON CONFLICT ("client", "source") DO NOTHING', params)
             if cursor.rowcount != len(chunk):
-                raise _Raced()
+                raise BindingRaced("another process learned a first binding meanwhile")
 
-    def _insert_history(self, rows: list[tuple]) -> None:
-        """binding_history rows (client, from_agent, to_agent, at, call_uuid), ids in list order."""
+    def _insert_history(self, changes) -> None:
+        """binding_history rows of reported BindingChanges, ids in list order."""
         h = self.m.BindingHistory
-        columns = [h.client, h.from_agent, h.to_agent, h.at, h.call_uuid]
+        columns = [h.client, h.source, h.from_agent, h.to_agent, h.at, h.call_uuid, h.kind, h.why]
         to_db = h.at.db_value
         table = f'"{h._meta.table_name}"'
-        for chunk in sqltext.chunks(rows, sqltext.MAX_PARAMS // len(columns)):
+        for chunk in sqltext.chunks(changes, sqltext.MAX_PARAMS // len(columns)):
             values = sqltext.values(self.db.param, len(columns), len(chunk))
-            params = [value for client, from_agent, to_agent, at, call_uuid in chunk
-                      for value in (client, from_agent, to_agent, to_db(at), call_uuid)]
+            params = [value for c in chunk
+                      for value in (c.client, c.source, c.from_agent, c.to_agent, to_db(c.at), c.call_uuid,
+                                    c.kind, c.why)]
             self.db.execute_sql(f"INSERT INTO {table} ({sqltext.names(columns)}) VALUES {values}", params)
+
+    def add_events(self, events: list[Event]) -> None:
+        """Events into the outbox (one row per webhook URL), in the caller's transaction."""
+        self._notify(events)
 
     def _notify(self, events: list[Event]) -> None:
         """The events into the outbox, one row per webhook URL, in the caller's transaction."""
@@ -338,7 +248,7 @@ _CALL_FIELD_COLUMNS = {"group": "group_name"}
 _CALL_VALUES = {"answered": bool, "rung": _rung}
 
 
-def _with_uuid(call: Call) -> Call:
+def with_uuid(call: Call) -> Call:
     """The call, with a uuid derived from what it is when it has none: the same call saved twice
     (a CSV imported twice) is one record, and learning from it again changes nothing."""
     if call.uuid:
@@ -358,8 +268,3 @@ def _uuid5(name: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
     x = digest.hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-
-
-def _sticky_agent(call) -> str | None:
-    """Whose sticky leg rang first on a call (a Call or a call row), when one did."""
-    return getattr(call, "sticky_agent", None) or None

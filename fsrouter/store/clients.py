@@ -3,9 +3,8 @@ read a routing decision makes."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
-from ..core.model import AUTO, Binding
+from ..core.model import Binding
 from . import sqltext
 from .connection import StoreError, _reconnects
 
@@ -54,37 +53,38 @@ class ClientTables:
         cn = self.m.ClientNumber
         cn.insert(number=number, client=client, shared=False).on_conflict_ignore().execute()
 
-    def link_numbers(self, number: str, other: str) -> str:
-        """`other` (and every number of its client) joins `number`'s client; their bindings merge
-        (the client's own manual binding wins; of two learned ones the later call). The client id."""
-        _require_client(number)
-        _require_client(other)
-        cn, b, k = self.m.ClientNumber, self.m.Binding, self.m.Block
+    def link_numbers(self, number: str, other: str) -> tuple[str, str | None]:
+        """`other` (and every number of its client) joins `number`'s client, with its blocks:
+        (the client id, the client id `other` had when that was another client, else None). The
+        binding rows are left as they are: the caller merges them (binding_changes.merged)."""
+        require_client(number)
+        require_client(other)
+        cn = self.m.ClientNumber
         with self.transaction():
             target, _, _ = self.client_of(number)
             source, _, _ = self.client_of(other)
             self._own_row(number, target)
             self._own_row(target, target)
-            if source != target:
-                self._own_row(source, source)
-                self._own_row(other, source)
-                cn.update(client=target).where(cn.client == source).execute()
-                mine, theirs = self.bindings_for(target), self.bindings_for(source)
-                for kind, binding in theirs.items():
-                    held = mine.get(kind)
-                    if held is None or (kind == AUTO and (binding.at, binding.agent) > (held.at, held.agent)):
-                        self._upsert_bindings([replace(binding, client=target)])
-                b.delete().where(b.client == source).execute()
-                for (agent,) in k.select(k.agent).where(k.client == source).tuples():
-                    k.insert(client=target, agent=agent).on_conflict_ignore().execute()
-                k.delete().where(k.client == source).execute()
-        return target
+            if source == target:
+                return target, None
+            self._own_row(source, source)
+            self._own_row(other, source)
+            cn.update(client=target).where(cn.client == source).execute()
+            self.move_blocks(source, target)
+        return target, source
+
+    def move_blocks(self, source: str, target: str) -> None:
+        """The blocks of client `source` become client `target`'s."""
+        k = self.m.Block
+        for (agent,) in k.select(k.agent).where(k.client == source).tuples():
+            k.insert(client=target, agent=agent).on_conflict_ignore().execute()
+        k.delete().where(k.client == source).execute()
 
     def unlink_number(self, number: str) -> str:
         """`number` leaves its client and is a client of its own from now on, with no bindings:
         the client keeps its bindings and blocks (and, when `number` was the client's id, moves
         them to its lowest other number). The client it left; StoreError when it was not linked."""
-        _require_client(number)
+        require_client(number)
         cn, b, k = self.m.ClientNumber, self.m.Binding, self.m.Block
         with self.transaction():
             owner, _, _ = self.client_of(number)
@@ -103,24 +103,22 @@ class ClientTables:
 
     def set_shared(self, number: str, on: bool) -> None:
         """A shared number (switchboard) never binds and never routes sticky."""
-        _require_client(number)
+        require_client(number)
         cn = self.m.ClientNumber
         with self.transaction():
             self._own_row(number, self.client_of(number)[0])
             cn.update(shared=bool(on)).where(cn.number == number).execute()
 
-    def block(self, number: str, ext: str) -> tuple[str, int]:
-        """Keep the client of `number` away from agent `ext`: (client id, learned bindings dropped)."""
-        _require_client(number)
-        b = self.m.Binding
+    def block(self, number: str, ext: str) -> str:
+        """Keep the client of `number` away from agent `ext` (the block row only): the client id."""
+        require_client(number)
         with self.transaction():
-            self._require_agent(ext)
+            self.require_agent(ext)
             client = self.client_of(number)[0]
             self._own_row(number, client)
             self._own_row(client, client)
             self.m.Block.insert(client=client, agent=ext).on_conflict_ignore().execute()
-            dropped = b.delete().where(b.client == client, b.source == AUTO, b.agent == ext).execute()
-        return client, dropped
+        return client
 
     def unblock(self, number: str, ext: str) -> int:
         k = self.m.Block
@@ -148,7 +146,7 @@ class ClientTables:
                 for number, (client, shared, blocked) in found.items()}
 
 
-def _require_client(client) -> None:
+def require_client(client) -> None:
     # The service normalises numbers; this only guards against a raw caller ID reaching the table.
     if not isinstance(client, str) or not _E164.fullmatch(client):
         raise StoreError(f"client {client!r} is not a number in E.164 form (+380501234567)")

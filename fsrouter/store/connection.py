@@ -12,6 +12,11 @@ class StoreError(ValueError):
     """Bad input for the store (unknown agent, duplicate, ...); the message is one line."""
 
 
+class BindingRaced(StoreError):
+    """A binding a change was decided on was changed by another process meanwhile: read again,
+    decide again (the compare-and-swap of Store.apply_binding_changes)."""
+
+
 def _connect(url: str) -> pw.Database:
     try:
         params = db_url.parse(url)

@@ -130,16 +130,24 @@ def _models(db: pw.Database) -> SimpleNamespace:
             indexes = ((("client", "started_at"), False),)
 
     class BindingHistoryRow(Base):
-        # Each change of a client's learned agent, written with the change (see Store.learn).
+        # Each reported change of a client's agent (core/binding_changes.py), written with the
+        # change in Store.apply_binding_changes; an expiry once, in Store.report_expiries.
         id = pw.AutoField()
         client = pw.TextField()
-        from_agent = pw.TextField(null=True)  # None: the client had no learned binding
-        to_agent = pw.TextField()
-        at = UTCDateTimeField(index=True)  # when the call that made the change ended
+        from_agent = pw.TextField(null=True)  # None: the client had no binding of this source
+        to_agent = pw.TextField(null=True)  # None: the binding went (migration 6)
+        at = UTCDateTimeField(index=True)  # when: the end of the call that made a learned change
         call_uuid = pw.TextField(null=True)
+        # Added by migration 6 (every binding change): rows before it are learned changes.
+        source = pw.TextField(default="auto")
+        kind = pw.TextField(default="learned")  # binding_changes.KINDS
+        why = pw.TextField(default="")
+        expiry_of = UTCDateTimeField(null=True)  # an expiry: the `at` of the binding that expired
 
         class Meta:
             table_name = "binding_history"
+            # An expiry is reported once, whichever daemon sees it first (NULLs are all distinct).
+            indexes = ((("client", "source", "expiry_of"), True),)
 
     return SimpleNamespace(SchemaVersion=SchemaVersion, Setting=SettingRow, Agent=AgentRow, Group=GroupRow,
                            Member=MemberRow, Binding=BindingRow, Call=CallRow,
@@ -292,10 +300,30 @@ def _v5_loss_windows(db, migrator, m):
     db.create_tables([m.LossWindow, m.ListenerMark, m.CdrCursor], safe=True)
 
 
+def _v6_every_binding_change(db, migrator, m):
+    # Idempotent: a database made by step 2 from today's models already has the columns.
+    from playhouse.migrate import migrate
+
+    columns = {c.name: c for c in db.get_columns("binding_history")}
+    steps = []
+    for name, field in (("source", pw.TextField(default="auto")), ("kind", pw.TextField(default="learned")),
+                        ("why", pw.TextField(default="")), ("expiry_of", UTCDateTimeField(null=True))):
+        if name not in columns:
+            steps.append(migrator.add_column("binding_history", name, field))
+    if not columns["to_agent"].null:
+        steps.append(migrator.drop_not_null("binding_history", "to_agent"))
+    if steps:
+        migrate(*steps)
+    if not any(index.unique and index.columns == ["client", "source", "expiry_of"]
+               for index in db.get_indexes("binding_history")):
+        migrate(migrator.add_index("binding_history", ("client", "source", "expiry_of"), unique=True))
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
     (3, "agent dnd, group hours and settings, client numbers, blocks", _v3_presence_hours_clients),
     (4, "outbox, agent crm ids", _v4_outbox_and_crm_ids),
     (5, "loss windows, listener mark, CDR cursors", _v5_loss_windows),
+    (6, "binding history of every change: source, kind, why, expiries", _v6_every_binding_change),
 ]

@@ -255,7 +255,7 @@ class BindingPath:
     def forget_after_misses(self, call: Call, misses: int) -> Binding | None:
         """max_sticky_misses: the learned binding the call's misses lost (changes_of.after_misses),
         or None."""
-        if misses <= 0 or not call.client or not call.sticky_agent:
+        if not call.client or not changes_of.is_sticky_miss(call, misses):
             return None
         gone: list[Binding] = []
 

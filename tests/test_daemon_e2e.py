@@ -161,20 +161,20 @@ def test_database_down_mid_call_still_rings_group_and_writes_the_call_later(offi
     bind(office, agent="1003")
     office.fake.agent("1001", answers_after=1, talk=12)
     down = {"on": True}
-    real_routing_inputs, real_record_call = office.store.routing_inputs, office.store.record_call
+    real_routing_inputs, real_save_call = office.store.routing_inputs, office.store.save_call
 
     def routing_inputs(client):  # the decision's one read
         if down["on"]:
             raise peewee.OperationalError("could not connect to server")
         return real_routing_inputs(client)
 
-    def record_call(call, settings):
+    def save_call(call):  # recording a call's first write
         if down["on"]:
             raise peewee.OperationalError("could not connect to server")
-        return real_record_call(call, settings)
+        return real_save_call(call)
 
     monkeypatch.setattr(office.store, "routing_inputs", routing_inputs)
-    monkeypatch.setattr(office.store, "record_call", record_call)
+    monkeypatch.setattr(office.store, "save_call", save_call)
     call = office.fake.place_call(caller=CLIENT, router=office.router)
     assert call.wait(15)
     assert call.answered_by == "1001"  # the group rang: no sticky leg without the database

@@ -121,14 +121,20 @@ def learned(call: Call, settings: Settings, current: Binding | None) -> BindingC
     return BindingChange(new.client, AUTO, current, new, LEARNED, new.why, new.at)
 
 
+def is_sticky_miss(call: Call, misses: int) -> bool:
+    """Can this call be the last of `misses` sticky calls in a row its bound agent did not answer
+    (max_sticky_misses; 0 is off)? Only then is there anything more to read."""
+    return misses > 0 and call.direction == "inbound" and bool(call.sticky_agent) and call.agent != call.sticky_agent
+
+
 def after_misses(call: Call, learned_binding: Binding | None, recent: list[Call], misses: int,
                  now: datetime) -> BindingChange | None:
     """max_sticky_misses: when the client's last `misses` inbound calls (`recent`, newest first,
     `call` among them) all rang the learned binding's agent on the sticky leg and none was
     answered by that agent, the learned binding goes. A manual binding is never touched."""
-    agent = call.sticky_agent or None
-    if misses <= 0 or call.direction != "inbound" or agent is None or call.agent == agent:
+    if not is_sticky_miss(call, misses):
         return None
+    agent = call.sticky_agent
     if learned_binding is None or learned_binding.agent != agent:
         return None
     last = recent[:misses]

@@ -1,7 +1,9 @@
 """The database: agents, groups, bindings, call records and settings, behind one small class.
 
 One module per kind of table: schema (the models and the upgrade steps), agents, clients,
-bindings, calls (and learning); Store joins their methods on one connection.
+bindings (and the one write of every binding change), calls (and the outbox write); Store joins
+their methods on one connection. SQL only: what changes is decided in the core
+(core/binding_changes.py) and sequenced by fsrouter/binding_path.py.
 
 SQLite or PostgreSQL through peewee. The schema is created and upgraded on open (MIGRATIONS);
 times are stored as naive UTC and come back timezone-aware. Model classes are made per Store,
@@ -63,24 +65,17 @@ class Store(AgentTables, ClientTables, BindingTables, CallTables, GapTables):
         self._bindings_sql = (f'SELECT "source", "agent", "at", "expires_at", "why", "call_uuid" '
                               f'FROM {table_b} WHERE "client" = {p}')
         self._upsert_call_sql = sqltext.upsert_sql(table_c, self._call_columns, ["uuid"], p)
-        self._insert_learned_sql = (
-            f'INSERT INTO {table_b} ({sqltext.names(self._binding_columns)}) VALUES ({", ".join([p] * 7)}) '
-            f'ON CONFLICT ("client", "source") DO NOTHING')
-        # The compare-and-swap: replace the learned binding only if it is still the one we read.
-        self._swap_learned_sql = (
-            f'UPDATE {table_b} SET "agent" = {p}, "at" = {p}, "expires_at" = NULL, "why" = {p}, '
-            f'"call_uuid" = {p} WHERE "client" = {p} AND "source" = {p} AND "at" = {p} AND "agent" = {p} '
-            f'AND "why" = {p} AND ("call_uuid" = {p} OR ("call_uuid" IS NULL AND {p} IS NULL))')
         # apply_binding_changes' compare-and-swap: a row is written only if it is still the
-        # binding (agent, at) the change was decided on, or (a first binding) still absent.
+        # binding the change was decided on (agent, at, why, call), or (a first binding) still absent.
         self._insert_binding_sql = (
             f'INSERT INTO {table_b} ({sqltext.names(self._binding_columns)}) VALUES ({", ".join([p] * 7)}) '
             f'ON CONFLICT ("client", "source") DO NOTHING')
+        same = (f'"client" = {p} AND "source" = {p} AND "agent" = {p} AND "at" = {p} AND "why" = {p} '
+                f'AND ("call_uuid" = {p} OR ("call_uuid" IS NULL AND {p} IS NULL))')
         self._swap_binding_sql = (
             f'UPDATE {table_b} SET "client" = {p}, "agent" = {p}, "at" = {p}, "expires_at" = {p}, "why" = {p}, '
-            f'"call_uuid" = {p} WHERE "client" = {p} AND "source" = {p} AND "agent" = {p} AND "at" = {p}')
-        self._delete_binding_sql = (f'DELETE FROM {table_b} WHERE "client" = {p} AND "source" = {p} '
-                                    f'AND "agent" = {p} AND "at" = {p}')
+            f'"call_uuid" = {p} WHERE {same}')
+        self._delete_binding_sql = f'DELETE FROM {table_b} WHERE {same}'
 
     @classmethod
     def open(cls, url: str) -> Store:

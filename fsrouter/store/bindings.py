@@ -81,16 +81,21 @@ class BindingTables:
                         new.client, new.source, new.agent, to_db(new.at), to_db(new.expires_at), new.why,
                         new.call_uuid)
                 elif new is None:
-                    sql, params = self._delete_binding_sql, (old.client, old.source, old.agent, to_db(old.at))
+                    sql, params = self._delete_binding_sql, self._same_binding(old)
                 else:
                     sql, params = self._swap_binding_sql, (
                         new.client, new.agent, to_db(new.at), to_db(new.expires_at), new.why, new.call_uuid,
-                        old.client, old.source, old.agent, to_db(old.at))
+                        *self._same_binding(old))
                 if self.db.execute_sql(sql, params).rowcount != 1:
                     raise BindingRaced(f"the {change.source} binding of {change.client} changed meanwhile")
             self._upsert_bindings(upserts)
             self._insert_history([c for c in changes if c.reported])
             self._notify(list(events))
+
+    def _same_binding(self, old: Binding) -> tuple:
+        """The parameters of the compare-and-swap's WHERE: the row is still `old`."""
+        return (old.client, old.source, old.agent, self.m.Binding.at.db_value(old.at), old.why, old.call_uuid,
+                old.call_uuid)
 
     def report_expiries(self, expiries: Sequence[tuple[BindingChange, Event]]) -> int:
         """Expired bindings (binding_changes.expired), each with its event: a binding_history row

@@ -90,20 +90,6 @@ class CallTables:
             query = query.where(c.started_at >= since)
         return [_call_of_row(*row) for row in query.order_by(c.started_at, c.uuid).tuples()]
 
-    def swap_learned(self, current: Binding | None, new: Binding) -> bool:
-        """The learned binding becomes `new` if it is still `current` (a compare-and-swap, on the
-        statements written once: the per-call path); False when another process changed it."""
-        to_db = self.m.Binding.at.db_value
-        if current is None:
-            cursor = self.db.execute_sql(self._insert_learned_sql, (
-                new.client, AUTO, new.agent, to_db(new.at), None, new.why, new.call_uuid))
-        else:
-            cursor = self.db.execute_sql(self._swap_learned_sql, (
-                new.agent, to_db(new.at), new.why, new.call_uuid,
-                new.client, AUTO, to_db(current.at), current.agent, current.why,
-                current.call_uuid, current.call_uuid))
-        return cursor.rowcount == 1
-
     def calls_before(self, call: Call, limit: int = 50, inbound_only: bool = False) -> list[Call]:
         """The client's latest calls up to this one, newest first (enough to tell which missed
         calls are open; `inbound_only`: a streak of missed sticky calls)."""

@@ -184,7 +184,8 @@ def test_an_expiry_is_reported_once_and_the_binding_stays_listed_as_stale(store)
     assert path.report_expired(Settings(), {}, now=later, page=1) == 2
     assert path.report_expired(Settings(), {}, now=later + timedelta(minutes=1)) == 0
     assert sorted(moves(events(store))) == [("expired", A, "1001", None), ("expired", B, "1002", None)]
-    assert {b.client for b in store.list_bindings(stale=True, now=later)} == {A, B}
+    standings = Service(store).standings(store.list_bindings(), now=later)
+    assert {(client, source) for client, s in standings.items() for source in s.stale} == {(A, MANUAL), (B, AUTO)}
 
 
 def test_a_learned_binding_expires_only_past_every_groups_look_back_window(store):

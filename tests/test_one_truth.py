@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from http_fakes import FakeCrm
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.config import load_config
 from fsrouter.core import ownership
@@ -104,7 +105,7 @@ class Situation:
 
 def manual(ext, **kw):
     def setup(office):
-        office.store.set_manual_binding(CLIENT, ext, kw.get("at", datetime.now(UTC)),
+        BindingPath(office.store).set_manual_binding(CLIENT, ext, kw.get("at", datetime.now(UTC)),
                                         expires_at=kw.get("expires_at"))
     return setup
 
@@ -137,7 +138,7 @@ SITUATIONS = [
               (None, "agent_disabled"), "agent_disabled", "agent_disabled", True, None),
     Situation("agent_unknown", then(manual("1001"), lambda o: o.store.remove_agent("1001")),
               (None, "agent_unknown"), "agent_unknown", "agent_unknown", True, None),
-    Situation("agent_blocked", then(manual("1001"), lambda o: o.store.block(CLIENT, "1001")),
+    Situation("agent_blocked", then(manual("1001"), lambda o: BindingPath(o.store).block(CLIENT, "1001")),
               (None, "agent_blocked"), "agent_blocked", "agent_blocked", True, None),
     Situation("shared_number", then(manual("1001"), lambda o: o.store.set_shared(CLIENT, True)),
               (None, "shared_number"), "shared_number", "shared_number", True, None),
@@ -160,11 +161,11 @@ SITUATIONS = [
               then(manual("1001"), learned("1002"), lambda o: o.store.set_agent_enabled("1001", False)),
               ("1002", "auto"), "agent_disabled", "agent_disabled", True, "1002"),
     # A call from a number linked to the client: the client's binding, the client's agent.
-    Situation("linked_number", then(manual("1001"), lambda o: o.store.link_numbers(CLIENT, LINKED)),
+    Situation("linked_number", then(manual("1001"), lambda o: BindingPath(o.store).link_numbers(CLIENT, LINKED)),
               ("1001", "manual"), "active", "active", False, "1001", number=LINKED),
     Situation("linked_number_blocked",
-              then(manual("1001"), lambda o: o.store.link_numbers(CLIENT, LINKED),
-                   lambda o: o.store.block(LINKED, "1001")),
+              then(manual("1001"), lambda o: BindingPath(o.store).link_numbers(CLIENT, LINKED),
+                   lambda o: BindingPath(o.store).block(LINKED, "1001")),
               (None, "agent_blocked"), "agent_blocked", "agent_blocked", True, None, number=LINKED),
     # The CRM names the responsible agent: asked per call, never stored (binding list has no row).
     Situation("crm", lambda o: None, ("1003", "crm"), "active", None, False, "1003", source="crm",
@@ -250,7 +251,7 @@ def test_a_callback_to_any_of_the_clients_numbers_closes_their_missed_call(offic
     """Clients are people: the missed call of a linked number is closed by a callback to the
     client's first number, ten minutes later, in `calls missed`, the report and callback.done."""
     s = replace(SITUATIONS[0], name="callback", number=LINKED,
-                setup=then(manual("1001"), lambda o: o.store.link_numbers(CLIENT, LINKED)))
+                setup=then(manual("1001"), lambda o: BindingPath(o.store).link_numbers(CLIENT, LINKED)))
     office = office_for(s)
     now = datetime.now(UTC)
     office.service.record_call(Call(INBOUND, LINKED, None, now - timedelta(minutes=30),

@@ -11,6 +11,7 @@ import structlog
 from cdr_lines import AGENTS, SITUATIONS, listener_calls, shipped_lines
 from structlog.testing import capture_logs
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core.loss import DISCONNECT
 from fsrouter.esl.catchup import CdrCatchup
 from fsrouter.service import Service
@@ -31,7 +32,7 @@ def rig(tmp_path, name: str = "rig") -> Service:
     store.add_group("sales")
     for ext in AGENTS:
         store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
-    store.set_manual_binding(CLIENT, "1003", now=datetime(2026, 12, 3, 8, 46, 22, tzinfo=UTC))
+    BindingPath(store).set_manual_binding(CLIENT, "1003", now=datetime(2026, 12, 3, 8, 46, 22, tzinfo=UTC))
     return Service(store, cache_ttl=0.0)
 
 

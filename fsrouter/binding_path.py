@@ -3,9 +3,10 @@
 the binding row, its binding_history row and its `binding.changed` event in one transaction.
 
 Set, remove and import by hand, learning from calls, hand-over, release when an agent goes,
-blocks, max_sticky_misses, client links and expiry all come through here; nothing else writes a
-binding. A write that finds the binding changed by another process meanwhile (BindingRaced) is
-read and decided again.
+blocks, max_sticky_misses, client links and expiry all come through here. (The one other write
+is `client unlink` of a client's own id: Store.unlink_number re-keys the client's bindings to
+another of its numbers, agents unchanged, and reports nothing.) A write that finds the binding
+changed by another process meanwhile (BindingRaced) is read and decided again.
 """
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ no Content-Length line is given, the body's length is sent, as a server would.
 
 Invariants, whatever the request (`check_response`):
   * never a 5xx, and a status the API documents;
-  * a 4xx has a JSON body {"error": code, "message": text} and leaves the store exactly as it
+  * a Content-Length that matches the body (HTTP's exceptions aside: 204, HEAD);
+  * a 4xx has a JSON body (none to a HEAD) {"error": code, "message": text} and leaves the store exactly as it
     was: bindings, their history and the webhook outbox (a change would have written an event);
   * nothing under /v1 answers 2xx without the right bearer token;
   * a 200 to a PUT is the manual binding the store now holds, for an E.164 client.
@@ -114,11 +115,20 @@ def check_response(api: ApiUnderTest, method: str, path: str, headers: dict, ans
     status_line, response_headers, body, before, after = answer
     status = int(status_line.split()[0])
     assert status in DOCUMENTED, (status_line, body[:300])
-    assert response_headers["Content-Length"] == str(len(body))
+    # HTTP (RFC 9110 8.6, 9.3.2): a 204 has no Content-Length, and the answer to a HEAD no body
+    # (its Content-Length is what a GET would get).
+    head = method.strip().upper() == "HEAD"
+    if status == 204:
+        assert "Content-Length" not in response_headers and body == b""
+    elif head:
+        assert body == b"" and response_headers["Content-Length"].isdigit()
+    else:
+        assert response_headers["Content-Length"] == str(len(body))
     authorization = next((v for k, v in headers.items() if k.strip().lower() == "authorization"), "")
     if status >= 400:
-        error = json.loads(body)
-        assert isinstance(error.get("error"), str) and isinstance(error.get("message"), str), error
+        if not head:
+            error = json.loads(body)
+            assert isinstance(error.get("error"), str) and isinstance(error.get("message"), str), error
         assert after == before, f"a {status} changed the store"
     elif path.startswith("/v1/"):
         scheme, _, given = authorization.partition(" ")

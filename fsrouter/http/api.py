@@ -1,22 +1,28 @@
-"""The push API: the CRM reads and changes bindings over HTTP, on its own listener.
+"""The push API, the agent's screen pop and the office board: one Falcon app on fsrouter's listener.
 
-A WSGI app served by gevent.pywsgi inside the daemon (off unless `api_token` is set). Every
-/v1 path needs `Authorization: Bearer <api_token>` (compared in constant time); /health,
-/metrics and /openapi.json do not (they show no client data). Bad input is a clear 4xx with a JSON
-body {"error": code, "message": text}, never a 500. The paths, methods and statuses are those of
-openapi.json beside this file, which the tests hold the app to.
+A WSGI app (Falcon) served by gevent.pywsgi inside the daemon (off unless `api_token` is set).
+Every /v1 path needs `Authorization: Bearer <api_token>` (compared in constant time); /health,
+/metrics and /openapi.json do not (they show no client data); the pages (http/pages.py) take
+their own link tokens. Bad input is a clear 4xx with a JSON body {"error": code, "message":
+text}, never a 500. The paths, methods and statuses are those of openapi.json beside this file,
+which the tests hold the app to.
 """
 from __future__ import annotations
 
 import hmac
+import io
 import json
-import re
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import falcon
+import falcon.inspect
+import falcon.media
 import gevent.pool
 import structlog
 from gevent.pywsgi import WSGIServer
@@ -31,12 +37,6 @@ log = structlog.get_logger("fsrouter.http.api")
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 MAX_BODY = 16 * 1024
 _WHY_MAX = 200
-_STATUS_TEXT = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-                405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-                415: "Unsupported Media Type", 422: "Unprocessable Entity", 500: "Internal Server Error",
-                429: "Too Many Requests", 503: "Service Unavailable"}
-
-
 class RateLimit:
     """A token bucket per peer address: `rate` requests a second, bursts of `burst`.
 
@@ -64,20 +64,40 @@ class RateLimit:
         return True
 
 
-class ApiError(Exception):
+class ApiError(falcon.HTTPError):
+    """A refusal the client can act on: its status, a code for programs and a message for people."""
+
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        super().__init__(status, headers=headers)
+        self.code, self.message = code, message
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+# What Falcon itself refuses (no route, a method the route lacks, a request line it cannot read),
+# as the API's codes.
+_FALCON_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+# A request as a WSGI server hands it over always has these; an app called in-process (the fuzz
+# target, a test) may leave some out, and Falcon reads them eagerly.
+_WSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "localhost",
+                  "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http"}
+
+
+def _canonical(name: str) -> str:
+    """Falcon sends header names in lower case; HTTP does not care, but people and some
+    clients read `Retry-After`, `WWW-Authenticate`."""
+    return "-".join(part.upper() if part.lower() == "www" else part.capitalize() for part in name.split("-"))
+
+
 class Api:
+    """The WSGI app: Falcon routes and dispatches; this class holds the handlers of the push API
+    and, when given, mounts the pages (`pages`: http.pages.Pages) on the same app."""
+
     def __init__(self, service: Service, token: str, lock=None, crm=None, metrics=None,
                  health: Callable[[], dict] | None = None, max_body: int = MAX_BODY,
-                 rate_limit: RateLimit | None = None):
+                 rate_limit: RateLimit | None = None, pages=None):
         if not token:
             raise ValueError("the API needs a token")
         self.service = service
@@ -89,62 +109,76 @@ class Api:
         self.health_extra = health
         self.max_body = max_body
         self.rate_limit = rate_limit or RateLimit()
-        # (pattern, {method: handler}, needs the token)
-        self.routes = [
-            (re.compile(r"/health"), {"GET": self.health}, False),
-            (re.compile(r"/metrics"), {"GET": self.metrics_text}, False),
-            (re.compile(r"/openapi\.json"), {"GET": self.spec}, False),
-            (re.compile(r"/v1/agents"), {"GET": self.list_agents}, True),
-            (re.compile(r"/v1/clients/(?P<client>[^/]+)/binding"),
-             {"GET": self.get_binding, "PUT": self.put_binding, "DELETE": self.delete_binding}, True),
-            (re.compile(r"/v1/route"), {"GET": self.route}, True),
-        ]
+        json_handler = falcon.media.JSONHandler(dumps=partial(json.dumps, ensure_ascii=False, indent=1))
+        self.app = falcon.App(middleware=[_Guard(self)], cors_enable=False)
+        self.app.resp_options.media_handlers.update({falcon.MEDIA_JSON: json_handler})
+        self.app.req_options.strip_url_path_trailing_slash = False
+        self.app.add_error_handler(Exception, self._unexpected)
+        self.app.add_error_handler(falcon.HTTPError, self._refused)
+        self.app.set_error_serializer(lambda req, resp, exc: None)  # _refused writes the body
+        public, private = _Route(self, public=True), _Route(self, public=False)
+        public.get("/health", self.health)
+        public.get("/metrics", self.metrics_text)
+        public.get("/openapi.json", self.spec)
+        private.get("/v1/agents", self.list_agents)
+        private.get("/v1/clients/{client}/binding", self.get_binding)
+        private.put("/v1/clients/{client}/binding", self.put_binding)
+        private.delete("/v1/clients/{client}/binding", self.delete_binding)
+        private.get("/v1/route", self.route)
+        for route in (public, private):
+            route.mount()
+        if pages is not None:
+            pages.mount(self.app)
+
+    def served(self) -> set[tuple[str, str]]:
+        """(path template, method) of every route the app serves (not Falcon's own OPTIONS)."""
+        return {(route.path, method.method) for route in falcon.inspect.inspect_routes(self.app)
+                for method in route.methods if not method.internal and method.method != "OPTIONS"}
 
     # -- WSGI ----------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
-        try:
-            status, body, headers = self._dispatch(environ)
-        except ApiError as exc:
-            status, headers = exc.status, exc.headers
-            body = {"error": exc.code, "message": exc.message}
-        except Exception:
-            log.exception("api.error", path=environ.get("PATH_INFO", "")[:200])
-            status, headers, body = 500, {}, {"error": "internal", "message": "internal error, see the log"}
-        if isinstance(body, dict | list):
-            body = json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-            headers = {"Content-Type": "application/json", **headers}
-        body = body or b""
-        headers = {**headers, "Content-Length": str(len(body)), "Cache-Control": "no-store"}
-        start_response(f"{status} {_STATUS_TEXT.get(status, '')}".strip(), list(headers.items()))
-        return [body]
+        for key, value in _WSGI_DEFAULTS.items():
+            environ.setdefault(key, value)
+        environ.setdefault("wsgi.input", io.BytesIO())
+        environ.setdefault("wsgi.errors", sys.stderr)
 
-    def _dispatch(self, environ):
-        if not self.rate_limit.allow(environ.get("REMOTE_ADDR", "")):
-            raise ApiError(429, "too_many_requests", "slow down: too many requests from this address",
-                           {"Retry-After": "1"})
-        path = environ.get("PATH_INFO", "") or "/"
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        for pattern, methods, private in self.routes:
-            match = pattern.fullmatch(path)
-            if match is None:
-                continue
-            handler = methods.get(method)
-            if handler is None:
-                raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}",
-                               {"Allow": ", ".join(methods)})
-            if private:
-                self._authorize(environ)
-            return handler(environ, **match.groupdict())
-        raise ApiError(404, "not_found", f"no such path: {path[:100]}")
+        def canonical_start(status, headers, *exc_info):
+            return start_response(status, [(_canonical(k), v) for k, v in headers], *exc_info)
 
-    def _authorize(self, environ) -> None:
-        header = environ.get("HTTP_AUTHORIZATION", "")
+        return self.app(environ, canonical_start)
+
+    def _refused(self, req, resp, exc: falcon.HTTPError, params) -> None:
+        status = exc.status_code
+        code = getattr(exc, "code", None) or _FALCON_CODES.get(status, "bad_request")
+        message = getattr(exc, "message", None)
+        headers = dict(exc.headers or {})
+        if status == 405:
+            allowed = [m.strip() for m in headers.get("Allow", headers.get("allow", "")).split(",")]
+            headers.pop("allow", None)
+            headers["Allow"] = ", ".join(m for m in allowed if m and m != "OPTIONS")
+            message = message or f"{req.method} is not allowed on {req.path}"
+        elif status == 404:
+            message = message or f"no such path: {req.path[:100]}"
+        resp.status = status
+        resp.set_headers(headers)
+        resp.media = {"error": code, "message": message or exc.description or exc.title or "bad request"}
+
+    def _unexpected(self, req, resp, exc: Exception, params) -> None:
+        log.exception("api.error", path=req.path[:200])
+        resp.status = 500
+        resp.media = {"error": "internal", "message": "internal error, see the log"}
+
+    def authorize(self, req) -> None:
+        header = req.env.get("HTTP_AUTHORIZATION", "")
         scheme, _, given = header.partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="fsrouter"'}
         if scheme.lower() != "bearer" or not given.strip():
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <api_token>", challenge)
-        if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._token):
+        if not self.token_matches(given.strip()):
             raise ApiError(401, "unauthorized", "wrong token", challenge)
+
+    def token_matches(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self._token)
 
     # -- input ---------------------------------------------------------------------------------------
     def _json_body(self, environ) -> dict:
@@ -182,6 +216,7 @@ class Api:
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         return {key: values[-1] for key, values in parsed.items()}
+
 
     # -- handlers ------------------------------------------------------------------------------------
     def health(self, environ):
@@ -284,6 +319,81 @@ class Api:
             except ServiceError as exc:
                 raise ApiError(404, "unknown_group", str(exc)) from None
         return 200, plan.as_dict(), {}
+
+
+class _Guard:
+    """Falcon middleware: the rate limit before routing; after it, the token of a private route,
+    and no OPTIONS (the API never answered it, and a 200 to it would be a /v1 success without
+    the token)."""
+
+    def __init__(self, api: Api):
+        self.api = api
+
+    def process_request(self, req, resp) -> None:
+        if not self.api.rate_limit.allow(req.env.get("REMOTE_ADDR", "")):
+            raise ApiError(429, "too_many_requests", "slow down: too many requests from this address",
+                           {"Retry-After": "1"})
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        if resource is None:
+            return
+        if req.method == "OPTIONS":
+            allowed = ", ".join(m for m in falcon.constants.COMBINED_METHODS if hasattr(resource, f"on_{m.lower()}")
+                                and m != "OPTIONS")
+            raise ApiError(405, "method_not_allowed", f"OPTIONS is not allowed on {req.path}", {"Allow": allowed})
+        check = getattr(resource, "authorize", None)
+        if check is not None:
+            check(req)
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        resp.set_header("Cache-Control", "no-store")
+
+
+class _Handlers:
+    """One path of the API as a Falcon resource: each method's handler takes the WSGI environ and
+    the path's fields and returns (status, body, headers); a dict or list body is JSON."""
+
+    def __init__(self, api: Api, public: bool):
+        self._api, self._public = api, public
+
+    def authorize(self, req) -> None:
+        if not self._public:
+            self._api.authorize(req)
+
+    def _answer(self, handler, req, resp, **fields) -> None:
+        status, body, headers = handler(req.env, **fields)
+        resp.status = status
+        resp.set_headers(headers)
+        if isinstance(body, dict | list):
+            resp.media = body
+        elif body:
+            resp.data = body
+
+
+class _Route:
+    """Collects handlers per path, then mounts each path as one resource with on_<method>."""
+
+    def __init__(self, api: Api, public: bool):
+        self.api, self.public = api, public
+        self.paths: dict[str, dict[str, Callable]] = {}
+
+    def get(self, path: str, handler: Callable) -> None:
+        self.paths.setdefault(path, {})["GET"] = handler
+
+    def put(self, path: str, handler: Callable) -> None:
+        self.paths.setdefault(path, {})["PUT"] = handler
+
+    def delete(self, path: str, handler: Callable) -> None:
+        self.paths.setdefault(path, {})["DELETE"] = handler
+
+    def mount(self) -> None:
+        for path, methods in self.paths.items():
+            resource = _Handlers(self.api, self.public)
+            for method, handler in methods.items():
+                setattr(resource, f"on_{method.lower()}",
+                        lambda req, resp, _h=handler, _r=resource, **fields: _r._answer(_h, req, resp, **fields))
+            self.api.app.add_route(path, resource)
+
 
 
 def parse_listen(text: str) -> tuple[str, int]:

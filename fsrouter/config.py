@@ -33,13 +33,15 @@ class ConfigError(ValueError):
 class CrmLookup:
     """One question to the CRM: GET `url` ({client}: the E.164 number, url-encoded; {digits}: the
     same without '+'), with `headers` (the token), reading the agent from the JSON `field`
-    (a dotted path such as data.responsible.ext) as an extension or a CRM user id."""
+    (a dotted path such as data.responsible.ext) as an extension or a CRM user id, and, when
+    `name_field` is set, the client's name from the same answer (the agent's screen pop shows it)."""
 
     name: str
     url: str
     field: str
     # Kept out of repr(): it holds the CRM token.
     headers: dict = field(default_factory=dict, repr=False, hash=False, compare=True)
+    name_field: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Config:
     # This daemon's name in the loss windows and CDR cursors (several nodes share one database);
     # "": the host name.
     node: str = ""
+    # The agent's screen pop links to the client's card in the CRM: {client} (E.164) or {digits}.
+    crm_card_url: str = ""
 
 
 def _text(key, value):
@@ -157,9 +161,9 @@ def _crm_lookups(key, value):
             continue
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected a table with url and field")
-        unknown = set(item) - {"name", "url", "field", "headers"}
+        unknown = set(item) - {"name", "url", "field", "headers", "name_field"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key {min(unknown)!r}: one of name, url, field, headers")
+            raise ConfigError(f"{where}: unknown key {min(unknown)!r}: one of name, url, field, headers, name_field")
         url = _text(f"{where}.url", item.get("url", ""))
         try:
             check_url(url.replace("{client}", "x").replace("{digits}", "1"))
@@ -175,7 +179,8 @@ def _crm_lookups(key, value):
                 isinstance(k, str) and isinstance(v, str) and not _CONTROL.search(k + v) for k, v in headers.items()):
             raise ConfigError(f"{where}.headers: expected a table of text values without line breaks")
         name = _text(f"{where}.name", item.get("name", f"lookup{number}")).strip() or f"lookup{number}"
-        lookups.append(CrmLookup(name=name, url=url, field=path, headers=dict(headers)))
+        name_field = _text(f"{where}.name_field", item.get("name_field", "")).strip()
+        lookups.append(CrmLookup(name=name, url=url, field=path, headers=dict(headers), name_field=name_field))
     if len({lookup.name for lookup in lookups}) != len(lookups):
         raise ConfigError(f"{key}: two lookups have the same name")
     return tuple(lookups)
@@ -189,6 +194,19 @@ def _urls(key, value):
         except ValueError as exc:
             raise ConfigError(f"{key}: {exc}") from None
     return urls
+
+
+def _card_url(key, value):
+    text = _text(key, value).strip()
+    if not text:
+        return ""
+    try:
+        check_url(text.replace("{client}", "x").replace("{digits}", "1"))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    if "{client}" not in text and "{digits}" not in text:
+        raise ConfigError(f"{key}: put {{client}} or {{digits}} where the number goes")
+    return text
 
 
 def _listen(key, value):
@@ -247,6 +265,7 @@ _PARSERS = {
     "api_token": _text,
     "cdr_dir": _text,
     "node": _text,
+    "crm_card_url": _card_url,
 }
 assert set(_PARSERS) == {f.name for f in fields(Config)}
 

@@ -33,7 +33,11 @@ from .esl.presence import BusyMap, Presence, Registrations
 from .esl.sequence_watch import SequenceGapWatch
 from .http.api import Api, ApiServer
 from .http.crm import CrmClient
+from .http.links import Links
 from .http.outbox import Outbox, Sender
+from .http.pages import Pages
+from .http.screens import Screens
+from .hub import Hub
 from .logs import configure_logging
 from .metrics import Metrics
 from .service import Service
@@ -286,6 +290,8 @@ class Daemon:
                                        allowed_peers=tuple(config.allowed_peers))
         self.stopped = gevent.event.Event()
         self.degraded_decisions = 0
+        # The live stream (hub.py): the listener publishes each call's transitions, pages read them.
+        self.hub = Hub()
         # The CRM, webhooks, the push API and /metrics (docs/crm.md): each only when configured.
         self.metrics = Metrics()
         self.crm = CrmClient.from_config(config, on_result=self.metrics.crm_result)
@@ -417,10 +423,15 @@ class Daemon:
                 lambda: self.sender.pending if self.sender else 0)
         m.gauge("fsrouter_crm_breaker_open", "1 while the CRM circuit breaker is open",
                 lambda: self.crm is not None and self.crm.breaker.state == "open")
+        self.pages = None
         if not config.api_token:
             return None
-        return ApiServer(config.api_listen, Api(self.service, config.api_token, lock=self.db_lock, crm=self.crm,
-                                                metrics=m, health=self._health))
+        screens = Screens(self.service, self.hub, self.db_lock, presence=self.presence,
+                          crm_name=self.crm.name if self.crm is not None else None, crm_card_url=config.crm_card_url)
+        api = Api(self.service, config.api_token, lock=self.db_lock, crm=self.crm, metrics=m, health=self._health)
+        self.pages = Pages(screens, Links(config.api_token), api_token_matches=api.token_matches)
+        self.pages.mount(api.app)
+        return ApiServer(config.api_listen, api)
 
     def _health(self) -> dict:
         report = {"event_socket": "connected" if self.listener.connected.is_set() else "disconnected"}

@@ -34,8 +34,9 @@ class FakeCrm(_Server):
     mode: "ok", "slow" (answers after `delay` s), "fail" (HTTP 500), "garbage" (200, not JSON).
     """
 
-    def __init__(self, answers: dict | None = None, mode: str = "ok", delay: float = 2.0):
+    def __init__(self, answers: dict | None = None, mode: str = "ok", delay: float = 2.0, names: dict | None = None):
         self.answers = dict(answers or {})  # (kind, phone) or phone -> value
+        self.names = dict(names or {})  # phone -> the client's name, answered as {"client": {"name": ...}}
         self.mode = mode
         self.delay = delay
         self.requests: list[dict] = []
@@ -56,7 +57,10 @@ class FakeCrm(_Server):
         value = self.answers.get((query.get("kind"), query.get("phone")), self.answers.get(query.get("phone")))
         if value is None:
             return "404 Not Found", b'{"error": "no such client"}', "application/json"
-        return "200 OK", json.dumps({"responsible": {"ext": value}}).encode(), "application/json"
+        answer = {"responsible": {"ext": value}}
+        if query.get("phone") in self.names:
+            answer["client"] = {"name": self.names[query["phone"]]}
+        return "200 OK", json.dumps(answer).encode(), "application/json"
 
 
 class Receiver(_Server):

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import gevent
+import gevent.socket
 import pytest
 from click.testing import CliRunner
 from office import Office
@@ -15,8 +16,10 @@ from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.http.api import SPEC_PATH
 from fsrouter.http.client import request
+from fsrouter.http.links import Links
 
 TOKEN = "t0k3n-for-tests"
+LINKS = Links(TOKEN)
 CLIENT = "+380501234567"
 
 
@@ -222,8 +225,36 @@ def example_request(path, method):
         ("/health", "get"): {"200": ("/health", None, None, None), "503": None},
         ("/metrics", "get"): {"200": ("/metrics", None, None, None)},
         ("/openapi.json", "get"): {"200": ("/openapi.json", None, None, None)},
+        # The pages (tests/test_pages.py tries them in a browser): a link token in the query.
+        ("/agent/{ext}", "get"): {"200": (LINKS.agent_url("", "1001"), None, None, None),
+                                  "403": (LINKS.agent_url("", "1002").replace("1002?", "1001?"), None, None, None),
+                                  "404": (LINKS.agent_url("", "9999"), None, None, None)},
+        ("/agent/{ext}/events", "get"): {
+            "200": ("stream", LINKS.agent_url("", "1001").replace("?", "/events?")),
+            "403": ("/agent/1001/events?token=" + LINKS.board_token(), None, None, None),
+            "404": (LINKS.agent_url("", "9999").replace("?", "/events?"), None, None, None)},
+        ("/board", "get"): {"200": (LINKS.board_url(""), None, None, None),
+                            "403": ("/board?token=" + LINKS.agent_token("1001"), None, TOKEN + "x", None)},
+        ("/board/events", "get"): {"200": ("stream", LINKS.board_url("").replace("?", "/events?")),
+                                   "403": ("/board/events", None, None, None)},
+        ("/assets/{name}", "get"): {"200": ("/assets/live.js", None, None, None),
+                                    "404": ("/assets/..%2Fapi.py", None, None, None)},
     }
     return table[(path, method)]
+
+
+def first_event(office, path) -> tuple[int, str, bytes]:
+    """(status, content type, the first event) of a Server-Sent Events stream, which never ends."""
+    host, port = office.daemon.api.address
+    with gevent.Timeout(5), gevent.socket.create_connection((host, port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while b"\n\n" not in data.partition(b"event: state")[2]:  # (in a chunk of the chunked body)
+            data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["content-type"], body
 
 
 def test_every_documented_status_is_what_the_app_answers(office, monkeypatch):
@@ -240,6 +271,11 @@ def test_every_documented_status_is_what_the_app_answers(office, monkeypatch):
                     got, body, _ = call(office, "GET", "/health", token=None)
                     monkeypatch.undo()
                     assert got == 503 and body["status"] == "unavailable"
+                    continue
+                if example[0] == "stream":
+                    got, content_type, body = first_event(office, example[1])
+                    assert (got, content_type.split(";")[0]) == (int(status), "text/event-stream"), (path, status)
+                    assert b"event: state" in body
                     continue
                 if example == "bind":
                     BindingPath(office.store).set_manual_binding(CLIENT, "1001", datetime.now(UTC))

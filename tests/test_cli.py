@@ -137,6 +137,9 @@ EXPECTED_COMMANDS = {
     ("route",),
     ("run",),
     ("demo",),
+    ("agent", "link"),  # issue 12: the agent's screen pop and the office board
+    ("board",),
+    ("board", "link"),
 }
 
 

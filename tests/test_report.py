@@ -10,6 +10,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from browser import chromium_path as _chromium
 from click.testing import CliRunner
 
 from fsrouter.binding_path import BindingPath
@@ -128,15 +129,6 @@ def test_the_page_is_self_contained_and_escapes_what_it_shows():
     assert "<script" not in page
     hostile = report.build([inbound(A, 0, "<b>x</b>", rung=("<b>x</b>",))], [])
     assert "<b>x</b>" not in render(hostile) and "&lt;b&gt;x&lt;/b&gt;" in render(hostile)
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed: .ci/run installs it (apt-get install -y chromium)")
-    pytest.skip("chromium is not installed (apt-get install -y chromium); CI runs this test")
 
 
 def _run_chromium(tmp_path, *args) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from . import agent, binding, calls, client, db, group, number, outbox, report, route, run, settings
+from . import agent, binding, board, calls, client, db, group, number, outbox, report, route, run, settings
 from .common import App, OneLineGroup, configure_logging, example
 
 
@@ -26,7 +26,7 @@ def main(ctx, db, config_path):
     ctx.call_on_close(app.close)
 
 
-for command in (agent.agent, group.group, binding.binding, client.client, number.number,
+for command in (agent.agent, board.board, group.group, binding.binding, client.client, number.number,
                 settings.settings_group, calls.calls, report.report_command, outbox.outbox, route.route,
                 db.db_group, run.run, run.demo):
     main.add_command(command)

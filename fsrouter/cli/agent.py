@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..core.settings import parse_bool
+from ..http.links import Links, base_url
 from .common import ON_OFF, command_group, echo_json, example, pass_app, table
 
 
@@ -121,3 +122,26 @@ def release_after_leaving(app, ext: str, handover_to: str | None) -> None:
     if left:
         click.echo(f"{left} manual binding{'s' if left != 1 else ''} still name {ext}: "
                    f"see `fsrouter binding list --stale --agent {ext}`")
+
+
+def page_links(app, base: str | None) -> tuple[Links, str]:
+    """The pages' links (signed with the config's api_token) and the address they start with."""
+    config = app.config
+    if not config.api_token:
+        raise click.ClickException("set api_token in the config: the pages are served on the API's listener "
+                                   "(api_listen) and their links are signed with it")
+    return Links(config.api_token), (base or base_url(config.api_listen))
+
+
+@agent.command("link", epilog=example("fsrouter agent link 1001",
+                                      "fsrouter agent link 1001 --base https://fsrouter.office.example"))
+@click.argument("ext")
+@click.option("--base", metavar="URL", help="The address people reach fsrouter's listener at "
+              "(default: http://api_listen).")
+@pass_app
+def agent_link(app, ext, base):
+    """Print agent EXT's own screen-pop page link (it opens no one else's)."""
+    links, start = page_links(app, base)
+    if app.store.agent(ext) is None:
+        raise click.ClickException(f"no agent {ext}")
+    click.echo(links.agent_url(start, ext))

@@ -150,6 +150,11 @@ class Registrations:
             return True, hit[0]
         return False, None
 
+    def last_known(self, target: str) -> str | None:
+        """The last answer, however old, without asking (None: never answered): for a page."""
+        hit = self._cache.get(target)
+        return hit[0] if hit is not None else None
+
     def state(self, target: str, wait: bool = True) -> str | None:
         """OFFLINE, AVAILABLE or None (unknown).
 

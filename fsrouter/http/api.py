@@ -92,12 +92,12 @@ def _canonical(name: str) -> str:
 
 
 class Api:
-    """The WSGI app: Falcon routes and dispatches; this class holds the handlers of the push API
-    and, when given, mounts the pages (`pages`: http.pages.Pages) on the same app."""
+    """The WSGI app: Falcon routes and dispatches; this class holds the handlers of the push API.
+    The pages (http.pages.Pages) mount themselves on the same Falcon app (`app`)."""
 
     def __init__(self, service: Service, token: str, lock=None, crm=None, metrics=None,
                  health: Callable[[], dict] | None = None, max_body: int = MAX_BODY,
-                 rate_limit: RateLimit | None = None, pages=None):
+                 rate_limit: RateLimit | None = None):
         if not token:
             raise ValueError("the API needs a token")
         self.service = service
@@ -127,8 +127,6 @@ class Api:
         private.get("/v1/route", self.route)
         for route in (public, private):
             route.mount()
-        if pages is not None:
-            pages.mount(self.app)
 
     def served(self) -> set[tuple[str, str]]:
         """(path template, method) of every route the app serves (not Falcon's own OPTIONS)."""

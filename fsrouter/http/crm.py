@@ -108,6 +108,9 @@ class CrmClient:
         self.on_result = on_result
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
+        # The client's name as the lookups with a name_field last said it (client -> (expires, name)):
+        # read by the pages from what routing already asked, never asked for them.
+        self._names: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     @classmethod
     def from_config(cls, config, on_result=None) -> CrmClient | None:
@@ -181,7 +184,25 @@ class CrmClient:
             document = json.loads(response.body)
         except (ValueError, UnicodeDecodeError):
             raise CrmFailure("bad_answer", "the body is not JSON") from None
+        if step.name_field:
+            self._remember_name(client, document, step.name_field)
         return _field(document, step.field)
+
+    def _remember_name(self, client: str, document, path: str) -> None:
+        try:
+            name = _field(document, path)
+        except CrmFailure:  # a name that is no text is no name; the answer still counts
+            name = None
+        if name:
+            self._names[client] = (self.clock() + max(self.cache_ttl, 3600.0), name[:200])
+            self._names.move_to_end(client)
+            while len(self._names) > self.cache_size:
+                self._names.popitem(last=False)
+
+    def name(self, client: str) -> str | None:
+        """The client's name as the CRM last gave it (an hour at least), or None. Asks nothing."""
+        hit = self._names.get(client)
+        return hit[1] if hit is not None and self.clock() < hit[0] else None
 
     # -- cache -------------------------------------------------------------------------------------
     def _cached(self, client: str, step: CrmLookup):

@@ -6,6 +6,7 @@ the tests. Only the clock of the fake runs fast.
 """
 from __future__ import annotations
 
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import gevent
 from .config import Config
 from .daemon import Daemon
 from .fakefs import FakeFreeSWITCH
+from .http.links import Links
 from .logs import configure_logging
 from .service import Service
 from .store import Store
@@ -24,14 +26,18 @@ MARTA, IVAN = "0501234567", "+380671112233"
 
 
 class Demo:
-    def __init__(self, speed: float, workdir: Path):
+    def __init__(self, speed: float, workdir: Path, listen: str = "127.0.0.1:0", linger: float = 0.0):
         self.store = Store.open(f"sqlite:///{workdir}/demo.db")
         self.store.add_group("sales")
         for ext, name in AGENTS.items():
             self.store.add_agent(ext, name, dial_string=f"user/{ext}@${{domain_name}}", groups=["sales"])
         self.fake = FakeFreeSWITCH(time_scale=0.01 / max(speed, 0.01)).start()
+        # The pages need the API's listener, whose token signs their links: one made up for this run.
         config = Config(database=f"sqlite:///{workdir}/demo.db", esl_port=self.fake.esl_address[1],
-                        listen_port=0, drain_timeout=5.0, log_format="console", log_level="warning")
+                        listen_port=0, drain_timeout=5.0, log_format="console", log_level="warning",
+                        api_listen=listen, api_token=secrets.token_urlsafe(24))
+        self.links = Links(config.api_token)
+        self.linger = linger
         self.daemon = Daemon(config, Service(self.store, cache_ttl=0.0))
         self.seen: dict[str, str | None] = {}
 
@@ -42,6 +48,12 @@ class Demo:
         say("fsrouter demo: the real daemon, a fake FreeSWITCH on loopback, one office day.\n"
             f"Group 'sales': {', '.join(f'{n} ({e})' for e, n in AGENTS.items())}. "
             "Sticky timeout 20 s, min talk 10 s.\n")
+        host, port = self.daemon.api.address
+        base = f"http://{host}:{port}"
+        say("Open these in a browser; they stay live while the day plays"
+            f"{f' and {self.linger:.0f} s after' if self.linger else ''}:\n"
+            f"  the office board:   {self.links.board_url(base)}\n"
+            f"  Olena's screen pop: {self.links.agent_url(base, '1003')}\n")
         self.scene("09:02", "Marta calls for the first time; everyone rings, Olena answers and talks 3 min.",
                    lambda: self.client_calls(MARTA, answer={"1003": (4, 180)}))
         self.scene("09:15", "Ivan calls; Anna answers but the call lasts only 6 s.",
@@ -63,6 +75,9 @@ class Demo:
         for binding in sorted(self.store.list_bindings(), key=lambda b: b.client):
             say(f"  {binding.client}  ->  {binding.agent} {AGENTS[binding.agent]:<7} "
                 f"({binding.source}: {binding.why})")
+        if self.linger:
+            say(f"\nThe pages stay up for {self.linger:.0f} s (Ctrl-C ends the demo).")
+            gevent.sleep(self.linger)
 
     def scene(self, clock: str, text: str, act) -> None:
         click.echo(f"[{clock}] {text}")
@@ -118,10 +133,10 @@ class Demo:
         self.store.close()
 
 
-def run_demo(speed: float = 1.0) -> None:
+def run_demo(speed: float = 1.0, listen: str = "127.0.0.1:0", linger: float = 0.0) -> None:
     configure_logging("console", "warning")
     with tempfile.TemporaryDirectory(prefix="fsrouter-demo-") as workdir:
-        demo = Demo(speed, Path(workdir))
+        demo = Demo(speed, Path(workdir), listen=listen, linger=linger)
         try:
             demo.run()
         finally:

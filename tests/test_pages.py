@@ -291,3 +291,40 @@ def test_the_board_shows_calls_in_progress_and_every_agents_presence(office, bro
         office.store.set_agent_dnd("1004", False)
         browser.run(board.close)
         gevent.sleep(0)
+
+
+MDWE_SCRIPT = r'''
+import ctypes, sys
+if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE: no W+X memory from now on
+    sys.exit(77)
+from fsrouter.hub import Hub
+from fsrouter.http.api import Api, ApiServer
+from fsrouter.http.client import request
+from fsrouter.http.links import Links
+from fsrouter.http.pages import Pages
+from fsrouter.http.screens import Screens
+from fsrouter.service import Service
+from fsrouter.store import Store
+service = Service(Store.open("sqlite:///:memory:"))
+service.store.add_agent("1001", "Anna")
+api = Api(service, "t")
+Pages(Screens(service, Hub(), lock=__import__("contextlib").nullcontext()), Links("t")).mount(api.app)
+server = ApiServer("127.0.0.1:0", api)
+server.start()
+base = "http://%s:%d" % server.address
+print(request("GET", Links("t").board_url(base)).status, request("GET", Links("t").agent_url(base, "1001")).status,
+      request("GET", base + "/health").status)
+'''
+
+
+def test_the_pages_run_where_memory_may_not_be_writable_and_executable():
+    """The systemd unit's MemoryDenyWriteExecute=yes, as the kernel's PR_SET_MDWE (Linux 6.3+):
+    Falcon, Jinja2's compiled templates and gevent's server need no W+X memory."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MDWE_SCRIPT], capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["200", "200", "200"]

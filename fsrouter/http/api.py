@@ -410,7 +410,9 @@ class _ErrorLog:
 
 
 class ApiServer:
-    def __init__(self, listen: str, app: Api, max_connections: int = 100):
+    # Each open screen pop or board holds a connection for as long as it is open (its event
+    # stream): room for an office of them beside the CRM's requests. A greenlet each, a few KB.
+    def __init__(self, listen: str, app: Api, max_connections: int = 1000):
         self.app = app
         self.server = WSGIServer(parse_listen(listen), app, log=None, error_log=_ErrorLog(),
                                  spawn=gevent.pool.Pool(max_connections))

@@ -71,7 +71,7 @@ class Pages:
         if not self.links.opens_agent(ext, req.get_param("token") or ""):
             raise ApiError(403, "forbidden", "this link does not open this agent's page: "
                                              "ask for yours (fsrouter agent link EXT)")
-        if ext not in self.screens.service.agents():
+        if ext not in self.screens.agents():
             raise ApiError(404, "not_found", f"no agent {ext[:40]}")
 
     def check_board(self, req) -> None:

@@ -68,10 +68,16 @@ class Screens:
     def calls(self) -> list[CallNow]:
         return [now for now in (call_now(story) for story in self.hub.calls()) if now and now.state != OVER]
 
+    def agents(self) -> dict[str, Agent]:
+        """The agents, as the service caches them; under the lock, since a stale cache reads the
+        database on the connection a routing decision may be using."""
+        with self.lock:
+            return self.service.agents()
+
     def agent_name(self, ext: str | None) -> str | None:
         if ext is None:
             return None
-        agent = self.service.agents().get(ext)
+        agent = self.agents().get(ext)
         return agent.name if agent else None
 
     # -- the agent's screen pop -----------------------------------------------------------------
@@ -116,7 +122,7 @@ class Screens:
     def agent_view(self, ext: str, shown: dict[str, dict]) -> dict:
         """`ext`'s screen: the cards of the calls that concern them now, then the last one that
         did (`shown`: call uuid -> card, kept between updates by the page's stream)."""
-        agent = self.service.agents().get(ext)
+        agent = self.agents().get(ext)
         current = {c.call_uuid: c for c in self.calls() if c.concerns(ext)}
         for uuid, call in current.items():
             old = shown.pop(uuid, None)
@@ -136,7 +142,7 @@ class Screens:
     def board_live(self) -> dict:
         """What changes with every event: calls in progress and presence (no database read but
         the cached agents)."""
-        agents = self.service.agents()
+        agents = self.agents()
         busy = self.presence.busy_map.busy() if self.presence and self.presence.busy_map else set()
         calls = []
         for c in self.calls():

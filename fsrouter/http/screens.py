@@ -87,13 +87,13 @@ class Screens:
         with self.lock:
             client_id = self.store.client_of(call.client)[0]
             numbers = self.store.numbers_of(client_id)
-            bindings = self.store.bindings_for(client_id)
             # The ownership rule, as `binding show` asks it, in the call's group.
             standing = self.service.standing_of(call.client, now)
             history = sorted((c for number in numbers for c in self.store.calls(client=number, limit=50)),
                              key=lambda c: c.started_at, reverse=True)
         bound = None
-        verdict = holding(standing.groups.get(call.group or "") or standing.anywhere)
+        answer = standing.groups.get(call.group or "") or standing.anywhere
+        verdict = holding(answer)
         if verdict is not None:
             binding = verdict.binding
             bound = {"agent": binding.agent, "agent_name": self.agent_name(binding.agent),
@@ -103,7 +103,9 @@ class Screens:
                      "state": "rings first on their calls now" if verdict.routes
                      else f"does not ring first now: {ownership.REASONS.get(verdict.state, verdict.state)}"}
         earlier = [c for c in history if c.uuid != call.call_uuid]
-        open_missed = missed_calls(earlier, dict.fromkeys(numbers, bindings), only_open=True)
+        # Clients are people: a call to or from any of their numbers closes their missed calls.
+        open_missed = missed_calls(earlier, {client_id: answer.holder}, only_open=True,
+                                   clients=dict.fromkeys(numbers, client_id))
         return {
             "call": call.call_uuid, "state": call.state, "missed": call.missed, "direction": call.direction,
             "client": call.client, "name": self.crm_name(call.client), "crm_url": card_url(self.crm_card_url, call.client),
@@ -170,10 +172,8 @@ class Screens:
         now = self.clock()
         start = today_start(now)
         with self.lock:
-            rows = self.store.missed_call_rows(since=start)
-            bindings = self.store.bindings_of({c.client for c in rows})
+            missed = self.service.missed_calls(since=start, now=now)  # as `calls missed` says them
             counted = self.store.call_counts(report.CALL_FIELDS, since=start)
-        missed = missed_calls(rows, bindings, since=start)
         missed.sort(key=lambda r: r.call.started_at, reverse=True)
         total = report.build_counted(counted, []).total
         return {

@@ -567,7 +567,7 @@ def test_run_and_demo_hand_over_to_their_modules(monkeypatch, tmp_path, db_url):
     monkeypatch.setitem(
         sys.modules,
         "fsrouter.demo",
-        types.SimpleNamespace(run_demo=lambda speed: seen.setdefault("demo", speed)),
+        types.SimpleNamespace(run_demo=lambda speed, **pages: seen.setdefault("demo", speed)),
     )
     ok(CliRunner().invoke(main, ["--db", db_url, "run"]))
     ok(CliRunner().invoke(main, ["demo", "--speed", "4"]))

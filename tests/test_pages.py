@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-import gevent
 import pytest
 from browser import Browser
 from http_fakes import FakeCrm
-from office import Office, wait_until
+from office import Office
 
 from fsrouter.config import ConfigError, CrmLookup, load_config
 from fsrouter.core.calls_now import OVER, RINGING_NOW, TALKING, call_now
@@ -284,13 +283,11 @@ def test_the_board_shows_calls_in_progress_and_every_agents_presence(office, bro
         assert MARTA in row and "1001" in row and "sticky" in row
         agents = text_of(browser, board, "#agents tbody")
         assert all(f"Agent {ext}" in agents for ext in ("1001", "1002", "1003", "1004")) and "DND" in agents
-        wait_until(lambda: False, 0.1)
         publish(office, story("c-board", (RINGING, "1001"), (ANSWERED, "1001"), (ENDED, "1001"))[2:])
         wait_for_text(browser, board, "#calls + p, section.wide p.muted", "No call right now")
     finally:
         office.store.set_agent_dnd("1004", False)
         browser.run(board.close)
-        gevent.sleep(0)
 
 
 MDWE_SCRIPT = r'''

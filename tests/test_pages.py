@@ -11,6 +11,7 @@ from browser import Browser
 from http_fakes import FakeCrm
 from office import Office
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.config import ConfigError, CrmLookup, load_config
 from fsrouter.core.calls_now import OVER, RINGING_NOW, TALKING, call_now
 from fsrouter.core.live import ANSWERED, ENDED, MISSED, RINGING, TRANSFERRED, Transition
@@ -152,13 +153,14 @@ def test_pages_allow_only_the_daemons_own_script_and_style(office):
 
 def test_the_card_says_whose_client_since_when_their_other_numbers_last_calls_and_open_missed_calls(office):
     store = office.store
-    store.link_numbers(MARTA, MARTA_MOBILE)
+    bindings = BindingPath(store)  # every binding change goes this one way
+    bindings.link_numbers(MARTA, MARTA_MOBILE)
     bound_at = datetime.now(UTC) - timedelta(days=3)
-    store.set_manual_binding(MARTA, "1002", bound_at, why="CRM: responsible")
+    bindings.set_manual_binding(MARTA, "1002", bound_at, why="CRM: responsible")
     earlier = datetime.now(UTC) - timedelta(hours=2)
-    store.record_call(Call(INBOUND, MARTA_MOBILE, None, earlier, earlier + timedelta(seconds=20), uuid="m-1",
+    bindings.record_call(Call(INBOUND, MARTA_MOBILE, None, earlier, earlier + timedelta(seconds=20), uuid="m-1",
                            group="sales", outcome="missed"), Settings())
-    store.record_call(Call(OUTBOUND, "+380931112233", "1002", earlier, earlier + timedelta(seconds=9),
+    bindings.record_call(Call(OUTBOUND, "+380931112233", "1002", earlier, earlier + timedelta(seconds=9),
                            talk_seconds=9, answered=True, uuid="other"), Settings())
     try:
         screens = office.daemon.pages.screens
@@ -174,7 +176,7 @@ def test_the_card_says_whose_client_since_when_their_other_numbers_last_calls_an
         assert [(m["number"], m["owner"]) for m in card["open_missed"]] == [(MARTA_MOBILE, "1002")]
         assert screens.card(call_now(story("c-card", (RINGING, "1002"))), "1002")["bound"]["to_me"]
     finally:
-        store.remove_bindings(MARTA)
+        bindings.remove_bindings(MARTA)
         store.unlink_number(MARTA_MOBILE)
         office.store.m.Call.delete().execute()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from captures import captures_dir
 
+from fsrouter.core import live
 from fsrouter.core.model import INBOUND, OUTBOUND
 from fsrouter.core.rules import learn
 from fsrouter.core.settings import Settings
-from fsrouter.core.webhooks import CALL_TRANSFERRED, call_events
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import event_headers, parse_stream
 from fsrouter.esl.inbound import CHANNEL_KINDS
@@ -54,11 +54,18 @@ def subscribed(events: list[dict]) -> list[dict]:
 def replay(path: Path, everything: bool = False, **options) -> tuple[list, CallTracker]:
     """The calls the tracker makes of a capture's events: those the listener subscribes to, or
     with `everything`, every event the capture holds."""
-    tracker = CallTracker(agents=lambda: AGENTS, region=REGION, **options)
+    calls, _, tracker = replay_live(path, everything, **options)
+    return calls, tracker
+
+
+def replay_live(path: Path, everything: bool = False, **options) -> tuple[list, list, CallTracker]:
+    """replay(), and the live transitions told on the way, in the order they were told."""
+    transitions: list[live.Transition] = []
+    tracker = CallTracker(agents=lambda: AGENTS, region=REGION, on_transition=transitions.append, **options)
     events = events_of(path) if everything else subscribed(events_of(path))
     calls = [call for headers in events for call in tracker.feed(headers)]
     calls += tracker.flush()  # nothing may be left waiting at the end of a capture
-    return sorted(calls, key=lambda c: (c.started_at, c.uuid)), tracker
+    return sorted(calls, key=lambda c: (c.started_at, c.uuid)), transitions, tracker
 
 
 def summary(call) -> dict:
@@ -118,13 +125,89 @@ def test_sip_capture_teaches_exactly_the_expected_bindings(case, everything):
 @EVENTS
 @pytest.mark.parametrize("case", SIP_CASES)
 def test_sip_capture_gives_exactly_the_expected_transfers(case, everything):
-    # As fsrouter's call.transferred webhooks state them; captures without transfers list none.
-    calls, _ = replay(captures_dir() / f"{case}.fs-to-client.raw", everything)
-    keys = ("client", "from_agent", "to_agent", "hop")
-    transfers = [{key: event.data[key] for key in keys}
-                 for call in calls for event in call_events(call, bound_agent=None)
-                 if event.type == CALL_TRANSFERRED]
+    # As fsrouter's call.transferred webhooks state them (the live `transferred` transitions);
+    # captures without transfers list none.
+    _, transitions, _ = replay_live(captures_dir() / f"{case}.fs-to-client.raw", everything)
+    transfers = [{"client": t.client, "from_agent": t.from_agent, "to_agent": t.agent, "hop": t.hop}
+                 for t in transitions if t.kind == live.TRANSFERRED]
     assert transfers == expected_cases()[case].get("transfers", [])
+
+
+# The live story of each SIP capture, as FreeSWITCH's events tell it: (kind, agent, from_agent,
+# hop, route, the time of the event that caused it). The client's channel is each call's uuid.
+LIVE_STORIES = {
+    "08-sip-call-sticky-timeout-then-group-inbound-view": [  # a socket script, not fsrouter: no route
+        ("ringing", "1001", None, 0, None, "16:02:53.182661"),  # the 1001 leg's CHANNEL_CREATE
+        ("ringing", "1002", None, 0, None, "16:02:56.022660"),  # the group: both legs at once
+        ("ringing", "1003", None, 0, None, "16:02:56.022660"),
+        ("answered", "1003", None, 0, None, "16:02:56.062659"),  # the client's CHANNEL_BRIDGE
+        ("ended", "1003", None, 0, None, "16:03:00.082686"),  # the client's hang-up
+    ],
+    "09-sip-agent-outbound-calls": [  # two calls of agent 1004: the answered one, the abandoned one
+        ("answered", "1004", None, 0, None, "16:03:16.642699"),  # the agent channel's CHANNEL_BRIDGE
+        ("ended", "1004", None, 0, None, "16:03:19.662677"),
+        ("ended", "1004", None, 0, None, "16:03:20.042669"),  # ORIGINATOR_CANCEL: never answered
+    ],
+    "11-sip-call-answered-12s-inbound-view": [
+        ("ringing", "1001", None, 0, None, "16:04:44.682659"),
+        ("ringing", "1003", None, 0, None, "16:04:46.022667"),
+        ("answered", "1003", None, 0, None, "16:04:46.042681"),
+        ("ended", "1003", None, 0, None, "16:04:58.062662"),
+    ],
+    "12-sip-blind-transfer-inbound-view": [
+        # fsrouter's multiset shows on the client's channel only from its next event on: the
+        # sticky leg's CREATE comes first, so its ringing cannot say "sticky" yet; its answer does.
+        ("ringing", "1003", None, 0, None, "08:15:44.764289"),
+        ("answered", "1003", None, 0, "sticky", "08:15:44.803189"),
+        ("ringing", "1001", None, 0, None, "08:15:47.903199"),  # the client's channel dials 1001
+        ("answered", "1001", None, 0, None, "08:15:47.903199"),  # a transfer's leg: no route
+        ("transferred", "1001", "1003", 1, None, "08:15:47.903199"),
+        ("ended", "1001", None, 0, None, "08:16:00.483189"),
+    ],
+    "13-sip-attended-transfer-inbound-view": [
+        ("ringing", "1003", None, 0, None, "08:16:30.163222"),
+        ("answered", "1003", None, 0, "sticky", "08:16:30.183208"),
+        # 1003's consultation call to 1001 is 1003's, not the client's: no ringing for the client.
+        ("transferred", "1001", "1003", 1, None, "08:16:34.363215"),  # the uuid_bridge to 1001's leg
+        ("ended", "1001", None, 0, None, "08:16:47.003203"),
+    ],
+    "13b-sip-attended-transfer-att-xfer-inbound-view": [
+        ("ringing", "1003", None, 0, None, "08:17:09.083201"),
+        ("answered", "1003", None, 0, "sticky", "08:17:09.123198"),
+        ("transferred", "1001", "1003", 1, None, "08:17:13.483242"),  # CHANNEL_BRIDGE on 1001's leg
+        ("ended", "1001", None, 0, None, "08:17:26.063223"),
+    ],
+}
+
+
+@EVENTS
+@pytest.mark.parametrize("case", SIP_CASES)
+def test_sip_capture_tells_the_live_story_in_freeswitchs_order(case, everything):
+    calls, transitions, _ = replay_live(captures_dir() / f"{case}.fs-to-client.raw", everything)
+    story = [(t.kind, t.agent, t.from_agent, t.hop, t.route, t.at.strftime("%H:%M:%S.%f")) for t in transitions]
+    assert story == LIVE_STORIES[case]
+    # Each call's transitions are numbered from 1 in the order told, and in time order.
+    for call in calls:
+        own = [t for t in transitions if t.call_uuid == call.uuid]
+        assert [t.seq for t in own] == list(range(1, len(own) + 1))
+        assert [t.at for t in own] == sorted(t.at for t in own)
+        assert {(t.client, t.direction) for t in own} == {(call.client, call.direction)}
+
+
+@EVENTS
+@pytest.mark.parametrize("case", SIP_CASES)
+def test_the_finished_record_is_the_one_the_live_story_ends_with(case, everything):
+    calls, transitions, _ = replay_live(captures_dir() / f"{case}.fs-to-client.raw", everything)
+    ended = [t for t in transitions if t.kind == live.ENDED]
+    assert sorted((t.call for t in ended), key=lambda c: (c.started_at, c.uuid)) == calls
+    for t in ended:
+        assert t.call.agent == t.agent
+        if t.direction == INBOUND:
+            # The record's agent is the story's last connected agent, its hand-overs the story's.
+            connected = [x.agent for x in transitions if x.call_uuid == t.call_uuid
+                         and x.kind in (live.ANSWERED, live.TRANSFERRED)]
+            assert t.agent == (connected[-1] if connected else None)
+            assert t.call.handled_by == tuple(dict.fromkeys(connected))
 
 
 def test_capture_13b_att_xfer_keeps_the_client_whose_caller_id_was_swapped():
@@ -241,3 +324,12 @@ def test_direct_loopback_calls_are_no_calls_even_when_followed():
     for case in LOOPBACK_ONLY[:3]:
         calls, _ = replay(captures_dir() / f"{case}.fs-to-client.raw", ignore_channels=())
         assert calls == [], case
+
+
+def test_a_missed_call_tells_missed_then_ended_at_the_clients_hang_up():
+    # 06 followed over loopback: the client's call reached group 'sales' and no agent answered.
+    path = captures_dir() / "06-outbound-socket-sticky-then-fallback-inbound-view.fs-to-client.raw"
+    (call,), transitions, _ = replay_live(path, ignore_channels=())
+    assert [(t.kind, t.seq, t.call_uuid, t.client, t.group) for t in transitions] == [
+        ("missed", 1, call.uuid, "+380671112233", "sales"), ("ended", 2, call.uuid, "+380671112233", "sales")]
+    assert {t.at for t in transitions} == {call.ended_at} and transitions[0].call == call

@@ -15,8 +15,10 @@ Kinds, and what `agent` names in each:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from .model import Call
 
 RINGING = "ringing"
 ANSWERED = "answered"
@@ -39,3 +41,5 @@ class Transition:
     group: str | None = None
     hop: int = 0  # transferred: 1 for the first hand-over
     seq: int = 0  # the transition's place in its call's story, from 1
+    # missed, ended: the finished call record, told from the same story (esl/events.py)
+    call: Call | None = field(default=None, compare=False, repr=False)

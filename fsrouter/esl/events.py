@@ -50,6 +50,23 @@ What is skipped (counted, never raised)
   number, a missing header) read as absent. At most ``max_open`` channels are followed; beyond
   that the oldest is dropped (``stats.evicted``).
 
+The live story (core/live.py)
+  As the events arrive, each call's transitions are handed to ``on_transition``, in FreeSWITCH's
+  order, and the finished ``Call`` is told from the same state (its agent and ``handled_by`` are
+  the story's last and every connected agent):
+  * ringing: an agent leg the client's channel originated was created (CHANNEL_CREATE of the
+    leg). An agent's outbound call has none: the agent list is not read for every channel
+    created, and the agent knows whom they dial. A consultation leg (13: the
+    operator's own call; 13b: originated by the operator's leg) rings for the operator, not for
+    the client: the client's story takes it up at the transfer.
+  * answered: the CHANNEL_BRIDGE that first joins the client to an answered leg it originated
+    (the bridge's own event carries the router's fsrouter_agent/fsrouter_route, which the leg's
+    CHANNEL_ANSWER, fired before it, does not: capture 12); an outbound call's first bridge.
+  * transferred: a CHANNEL_BRIDGE that joins the client to an answered leg of another agent than
+    the one it talked to: a blind transfer's new leg (12), the consultation leg (13, 13b).
+  * missed (core.missed.is_missed of the finished call) and ended: when the call is finished.
+  A call whose record never gets a bridge (not subscribed, lost) is told its answer at the end.
+
 Event-Sequence
   FreeSWITCH numbers every event it fires, subscribed or not, so a listener subscribed to the
   CHANNEL events always sees gaps (the captures skip CHANNEL_STATE, CHANNEL_CALLSTATE...).
@@ -66,6 +83,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from ..core import live
+from ..core.missed import is_missed
 from ..core.model import INBOUND, OUTBOUND, Call
 from ..core.numbers import client_or_none
 
@@ -74,6 +93,7 @@ from ..core.numbers import client_or_none
 LINGER = timedelta(seconds=30)
 GONE_REMEMBERED = 4096  # uuids of finished channels, so their stragglers are not "unknown"
 
+_STICKY, _FALLBACK = "sticky", "fallback"  # fsrouter_route's values (esl/outbound.py sets them)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DIGITS = 17  # microseconds up to ~ year 5000; more is garbage, and would overflow datetime
 
@@ -148,6 +168,14 @@ class _Channel:
     owner: _Channel | None = None  # the channel whose call this leg belongs to
     legs: list[_Channel] = field(default_factory=list)  # agent legs, in order
     segments: list[_Segment] = field(default_factory=list)
+    # The live story of a call this channel is the root of (see CallTracker's doc):
+    read: bool = False  # were `direction`, `client` and `caller_agent` read yet (once, when needed)
+    direction: str = ""  # INBOUND: a client's call; OUTBOUND: an agent's call to a client; "": neither
+    client: str | None = None
+    caller_agent: str | None = None  # OUTBOUND: the agent who placed it
+    handled: list[str] = field(default_factory=list)  # agents who talked to the client, in turn
+    announced: bool = False  # legs: their `answered` was told; outbound roots: likewise
+    seq: int = 0  # transitions told so far
 
     @classmethod
     def create(cls, uuid: str, headers: Mapping) -> _Channel:
@@ -199,8 +227,10 @@ class _Channel:
 
 class CallTracker:
     def __init__(self, agents: Callable[[], Collection[str]] | Collection[str], region: str,
-                 ignore_channels=("loopback/",), max_open: int = 100_000):
+                 ignore_channels=("loopback/",), max_open: int = 100_000,
+                 on_transition: Callable[[live.Transition], None] | None = None):
         self._agents_source = agents
+        self._on_transition = on_transition
         self.region = region
         self.ignore_channels = tuple(ignore_channels)
         self.max_open = max(1, int(max_open))
@@ -300,6 +330,9 @@ class CallTracker:
         if channel.agent is not None and owner is not None:
             channel.owner = owner
             owner.legs.append(channel)
+            if owner.inbound and self._read(owner) == INBOUND:
+                self._tell(owner, live.RINGING, channel.created_us, agent=channel.agent,
+                           route=_leg_route(owner, channel))
 
     def _bridge(self, headers: Mapping, at_us: int | None, joined: bool) -> None:
         a = self._open.get(_text(headers, "Bridge-A-Unique-ID") or _text(headers, "Unique-ID"))
@@ -308,6 +341,9 @@ class CallTracker:
             for channel in (a, b):
                 if channel is not None and channel.bridged_us is None:
                     channel.bridged_us = at_us
+                    if channel.inbound and self._read(channel) == OUTBOUND:
+                        channel.announced = True
+                        self._tell(channel, live.ANSWERED, at_us, agent=channel.caller_agent)
         if a is None or b is None or a.inbound == b.inbound:
             return
         root, leg = (a, b) if a.inbound else (b, a)
@@ -329,6 +365,21 @@ class CallTracker:
             leg.owner = root
             root.legs.append(leg)
         root.segments.append(_Segment(leg, at_us))
+        if leg.answered_us and self._read(root) == INBOUND:
+            self._connected(root, leg, at_us)
+
+    def _connected(self, root: _Channel, leg: _Channel, at_us: int | None) -> None:
+        """The client now talks to `leg`'s agent: an answer, a transfer, or both (12's new leg)."""
+        talking = root.handled[-1] if root.handled else None
+        if not leg.announced and (leg.originator == root.uuid or talking is None):
+            leg.announced = True
+            self._tell(root, live.ANSWERED, at_us, agent=leg.agent, route=_leg_route(root, leg))
+        if talking == leg.agent:
+            return
+        root.handled.append(leg.agent)
+        if talking is not None:
+            self._tell(root, live.TRANSFERRED, at_us, agent=leg.agent, from_agent=talking,
+                       hop=len(root.handled) - 1)
 
     def _hung_up(self, channel: _Channel, complete: bool) -> None:
         if complete:
@@ -361,6 +412,17 @@ class CallTracker:
         call = self._classify(root)
         if call is not None:
             self._out.append(call)
+            self._tell_end(root, call)
+
+    def _tell_end(self, root: _Channel, call: Call) -> None:
+        if call.answered and call.agent and not (root.handled or root.announced):
+            # No bridge was seen (not subscribed, or lost): the answer is told with the end.
+            root.announced = True
+            self._tell(root, live.ANSWERED, root.hangup_us, agent=call.agent, route=call.route)
+        if is_missed(call):
+            self._tell(root, live.MISSED, root.hangup_us, agent=call.rung[-1] if call.rung else None,
+                       call=call)
+        self._tell(root, live.ENDED, root.hangup_us, agent=call.agent, call=call)
 
     # -- calls -----------------------------------------------------------------------------
     def _classify(self, root: _Channel) -> Call | None:
@@ -370,10 +432,38 @@ class CallTracker:
             client = (client_or_none(root.destination, self.region)
                       or client_or_none(root.first_destination, self.region))
             return _outbound_call(root, agent, client) if client else None
-        client = client_or_none(root.caller, self.region)
+        client = root.client if self._read(root) == INBOUND else None
         if client is None or not (root.group or root.legs):
             return None
         return _inbound_call(root, client)
+
+    # -- the live story --------------------------------------------------------------------
+    def _read(self, root: _Channel) -> str:
+        """Whose call an inbound channel is, read once (by its caller as created, which att_xfer
+        does not swap): an agent's call to a client (OUTBOUND), a client's call (INBOUND), or
+        neither (""). Read when first needed: a client's number is parsed only for a channel
+        that rings an agent or finishes."""
+        if not root.read:
+            root.read = True
+            agent = root.is_agent(self._agents())
+            if agent is not None:
+                client = client_or_none(root.destination, self.region)
+                if client:
+                    root.direction, root.client, root.caller_agent = OUTBOUND, client, agent
+            else:
+                root.client = client_or_none(root.caller, self.region)
+                root.direction = INBOUND if root.client else ""
+        return root.direction
+
+    def _tell(self, root: _Channel, kind: str, at_us: int | None, call: Call | None = None,
+              **fields) -> None:
+        root.seq += 1
+        if self._on_transition is None:
+            return
+        self._on_transition(live.Transition(
+            kind, root.uuid, _utc(at_us or self._now_us), call.direction if call else root.direction,
+            call.client if call else root.client or "",
+            group=root.group or None, seq=root.seq, call=call, **fields))
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _agents(self) -> frozenset[str]:
@@ -430,17 +520,32 @@ def _answering_segment(root: _Channel) -> _Segment | None:
 
 
 def _handled_by(root: _Channel, agent: str | None) -> tuple[str, ...]:
-    """The agents who talked to the client, in turn: each answered segment's agent, a repeat in a
-    row counted once. More than one means the call was transferred (the webhooks' call.transferred)."""
-    answered = sorted(((s.start_us or 0, i, s.leg.agent) for i, s in enumerate(root.segments)
-                       if s.leg.answered_us and s.leg.agent), key=lambda item: item[:2])
-    agents: list[str] = []
-    for _, _, who in answered:
-        if not agents or agents[-1] != who:
-            agents.append(who)
-    if agent and (not agents or agents[-1] != agent):
+    """The agents who talked to the client, in turn, as the live story told them (answered, then
+    each transferred); more than one means the call was transferred. A call whose bridges were
+    not seen ends with the agent the record found."""
+    if not agent:
+        return ()
+    agents = list(root.handled)
+    if not agents or agents[-1] != agent:
         agents.append(agent)
     return tuple(agents)
+
+
+def _leg_route(root: _Channel, leg: _Channel) -> str | None:
+    """How fsrouter rang this leg: "sticky" (the first leg to the router's fsrouter_agent),
+    "fallback" (any other leg while the router's fsrouter_route says so), or None (fsrouter did
+    not route the call, or the leg is a transfer's: the client had talked to an agent already).
+    Read off the root's variables as far as its events have shown them: at a leg's CREATE the
+    router's multiset is not shown yet (capture 12: the root's next event is its ANSWER)."""
+    if leg.route in (_STICKY, _FALLBACK):
+        return leg.route  # set on the leg itself ([fsrouter_route=...] in its dial string)
+    if root.handled:
+        return None
+    if root.sticky_agent and leg.agent == root.sticky_agent:
+        first = next((other for other in root.legs if other.agent == leg.agent), leg)
+        if first is leg:
+            return _STICKY
+    return _FALLBACK if root.route in (_STICKY, _FALLBACK) else None
 
 
 def _whole_seconds(start_us: int | None, end_us: int | None) -> float:
@@ -468,7 +573,7 @@ def _inbound_call(root: _Channel, client: str) -> Call:
         talk_seconds=talk, answered=agent is not None, uuid=root.uuid,
         group=root.group or None, answered_at=_utc(answered_us) if answered_us else None,
         rung=tuple(leg.agent for leg in root.legs), route=root.route or None,
-        recording=root.recording or None, handled_by=_handled_by(root, agent) if agent else (),
+        recording=root.recording or None, handled_by=_handled_by(root, agent),
         outcome="answered" if agent else "missed", sticky_agent=root.sticky_agent or None,
     )
 

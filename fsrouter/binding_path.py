@@ -18,7 +18,7 @@ from .core.binding_changes import BindingChange, Refused
 from .core.missed import CALLBACK, closed_by, closes_missed
 from .core.model import AUTO, MANUAL, SOURCES, Binding, Call, Group
 from .core.settings import Settings
-from .core.webhooks import Event, binding_changed, bound_agent, call_events, callback_done
+from .core.webhooks import Event, binding_changed, callback_done
 from .store import BindingRaced, Store, StoreError
 from .store.calls import with_uuid
 from .store.clients import require_client
@@ -184,8 +184,9 @@ class BindingPath:
     def record_call(self, call: Call, settings: Settings, notify: bool = True) -> Binding | None:
         """Save the call record and learn from it, in one transaction (live calls and imports alike).
 
-        With webhooks on (and `notify`), the call's events and any change of the learned binding
-        go into the outbox in that same transaction.
+        With webhooks on (and `notify`), a change of the learned binding and the callbacks the call
+        made go into the outbox in that same transaction. The call's own events (call.answered ...)
+        are not written here: the listener's live story tells them as they happen (LiveEvents).
         """
         with self.store.transaction():
             call = self.store.save_call(call)
@@ -193,18 +194,15 @@ class BindingPath:
             taught = changes_of.teaching(call, client, shared, blocked) if call.client else None
             if not (notify and self.store.webhook_urls):
                 return self._learn(taught, settings, lambda changes: []) if taught else None
-            before = self.store.bindings_for(client) if call.client else {}  # a linked number: its client's
-            group = self.store.group(call.group) if call.group else None
-            events = call_events(call, bound_agent(call, before, self.store.agents(), settings, group, blocked, shared))
             callbacks = []
             if closes_missed(call) == CALLBACK:
                 history, clients = self.store.client_calls_before(call)
                 callbacks = [callback_done(row) for row in closed_by(call, history, clients)
                              if row.closed_by == CALLBACK]
             if taught is None:
-                self.store.add_events(events + callbacks)
+                self.store.add_events(callbacks)
                 return None
-            return self._learn(taught, settings, lambda changes: events + self._events(changes) + callbacks)
+            return self._learn(taught, settings, lambda changes: self._events(changes) + callbacks)
 
     def record_calls(self, calls, settings: Settings) -> int:
         """Save many calls and learn from them, all in one transaction (an import of call history):

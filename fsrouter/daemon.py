@@ -5,7 +5,6 @@ it, keeps calls ringing when the database is not there, and handles signals and 
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import signal
 import socket
@@ -34,7 +33,7 @@ from .esl.sequence_watch import SequenceGapWatch
 from .http.api import Api, ApiServer
 from .http.crm import CrmClient
 from .http.links import Links
-from .http.outbox import Outbox, Sender
+from .http.outbox import LiveEvents, Outbox, Sender
 from .http.pages import Pages
 from .http.screens import Screens
 from .hub import Hub
@@ -251,7 +250,7 @@ def cooperative_url(url: str) -> str:
 
 
 class Daemon:
-    def __init__(self, config: Config, service: Service | None = None):
+    def __init__(self, config: Config, service: Service | None = None, hub: Hub | None = None):
         self.config = config
         # One greenlet at a time talks to a connection: a shared one must not see two at once.
         self.db_lock = gevent.lock.RLock()
@@ -260,12 +259,20 @@ class Daemon:
             self.service = Service(Store.open(url))
             # The writer has a connection of its own, so a call's decision never waits behind a
             # commit (PostgreSQL's flush, SQLite's WAL append), and the writer can yield mid-batch.
-            self.writer = CallWriter(Service(Store.open(url)), contextlib.nullcontext(), own_connection=True)
+            # The live webhooks are written on it too (SQLite has one writer at a time).
+            self.write_lock = gevent.lock.RLock()
+            self.writer = CallWriter(Service(Store.open(url)), self.write_lock, own_connection=True)
         else:
             self.service = service
+            self.write_lock = self.db_lock
             self.writer = CallWriter(self.service, self.db_lock)
+        # The live story of each call (core/live.py): published to the pages, and turned into
+        # webhooks when they are configured.
+        self.hub = hub if hub is not None else Hub()
+        self.live_events = LiveEvents(self.writer.service, self.write_lock) if config.webhook_urls else None
         self.tracker = CallTracker(agents=self._agent_extensions, region=self._region(),
-                                   ignore_channels=tuple(config.ignore_channels))
+                                   ignore_channels=tuple(config.ignore_channels),
+                                   on_transition=self._on_transition)
         self.listener = EventListener(config.esl_host, config.esl_port, config.esl_password,
                                       on_event=self._on_event, on_connect=self._on_connect,
                                       on_disconnect=self._on_disconnect)
@@ -290,8 +297,6 @@ class Daemon:
                                        allowed_peers=tuple(config.allowed_peers))
         self.stopped = gevent.event.Event()
         self.degraded_decisions = 0
-        # The live stream (hub.py): the listener publishes each call's transitions, pages read them.
-        self.hub = Hub()
         # The CRM, webhooks, the push API and /metrics (docs/crm.md): each only when configured.
         self.metrics = Metrics()
         self.crm = CrmClient.from_config(config, on_result=self.metrics.crm_result)
@@ -387,9 +392,14 @@ class Daemon:
     def _on_event(self, headers: dict) -> None:
         self._loss("event", headers)
         self.presence.feed(headers)
-        for call in self.tracker.feed(headers):
+        for call in self.tracker.feed(headers):  # its transitions went to _on_transition meanwhile
             self.writer.put(call)
         self.gap_watch.check()
+
+    def _on_transition(self, transition) -> None:
+        self.hub.publish(transition)
+        if self.live_events is not None:
+            self.live_events.put(transition)
 
     def _outbox_sender(self, config: Config) -> Sender | None:
         stores = {id(s): s for s in (self.service.store, self.writer.service.store)}.values()
@@ -482,6 +492,8 @@ class Daemon:
         self.outbound.start()
         self.writer.start()
         self._loss("started")
+        if self.live_events is not None:
+            self.live_events.start()
         self.listener.start()
         self._loss_greenlets.append(gevent.spawn(self._mark_listening))
         if self.catchup is not None:
@@ -517,6 +529,8 @@ class Daemon:
         self.listener.stop()
         for call in self.tracker.flush():  # calls still waiting for a lost hang-up
             self.writer.put(call)
+        if self.live_events is not None:  # before the writer closes the connection they share
+            self.live_events.stop(timeout=5.0)
         self.writer.stop(timeout=10.0)
         if self.api is not None:
             self.api.stop()

@@ -225,6 +225,14 @@ class Service:
         return self._standing(number, self._with_crm(bindings, number, crm, now), self._fresh(), now,
                               shared=shared, blocked=blocked)
 
+    def holder_of(self, number: str, group_name: str | None, now: datetime) -> str | None:
+        """Who the ownership rule holds responsible for a call of `number` in `group_name`
+        (presence unknown), as calls missed says: the bound agent of a call's webhooks."""
+        _owner, shared, blocked, bindings = self.store.routing_inputs(number)
+        snapshot = self._fresh()
+        return ownership.decide(number, bindings, snapshot.agents, snapshot.settings, now,
+                                group=snapshot.groups.get(group_name), blocked=blocked, shared=shared).holder
+
     def standings(self, bindings, now: datetime | None = None, per_group: bool = True) -> dict[str, Standing]:
         """standing_of for the clients of `bindings` (Binding rows, e.g. list_bindings'), with one
         read of their shared flags and blocks. Without `per_group` only `anywhere` is decided

@@ -76,6 +76,7 @@ import gevent
 from gevent.pywsgi import WSGIServer
 
 from fsrouter.core import webhooks
+from fsrouter.core.missed import is_missed
 from fsrouter.fakefs import FakeFreeSWITCH
 from fsrouter.fakefs.inbound import MALFORMED
 from fsrouter.store import Store
@@ -600,9 +601,13 @@ class Soak:
         committed = {event_id: kind for event_id, kind, _, _ in rows}
         received = self.hooks.events
         lost = [(event_id, kind) for event_id, kind in committed.items() if event_id not in received]
-        required = {e.id: e.type for r in records for e in webhooks.call_events(r, None)}
-        required_missing = [(event_id, kind) for event_id, kind in required.items()
-                            if event_id not in received]
+        # Each call record requires its live story's end (call.ended) and outcome (call.answered
+        # or call.missed), whatever their ids (derived from the story: uuid, kind, place in it).
+        required = {(r.uuid, kind) for r in records for kind in (
+            webhooks.CALL_MISSED if is_missed(r) else webhooks.CALL_ANSWERED if r.answered else None,
+            webhooks.CALL_ENDED) if kind}
+        told = {(event.get("data", {}).get("call_uuid"), event.get("type")) for event in received.values()}
+        required_missing = sorted(required - told)
         # The learned binding each client has must be the new_agent of the last (by the rules'
         # order) binding.changed event received for it.
         last_change: dict[str, tuple] = {}

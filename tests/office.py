@@ -128,9 +128,12 @@ def wait_until(condition, timeout: float, every: float = 0.02) -> bool:
 
 
 def settle(daemon: Daemon, timeout: float = 5.0) -> bool:
-    """Until every finished call's events reached the store (of the events the daemon has read)."""
+    """Until every finished call's events reached the store (of the events the daemon has read),
+    and their webhook events the outbox."""
     gevent.sleep(0.05)
-    if not wait_until(lambda: not daemon.writer.pending and not daemon.tracker.stats.open, timeout, 0.05):
+    live_events = daemon.live_events
+    if not wait_until(lambda: not daemon.writer.pending and not daemon.tracker.stats.open
+                      and not (live_events and live_events.pending), timeout, 0.05):
         return False
     gevent.sleep(0.05)
     return True

@@ -248,6 +248,7 @@ def test_group_add_list_and_rm(office):
             "sticky_scope": "any",
             "ring_timeout": 30.0,
             "members": ["1002", "1001"],
+            "supervisors": [],
         },
         {
             "name": "support",
@@ -255,6 +256,7 @@ def test_group_add_list_and_rm(office):
             "sticky_scope": "members",
             "ring_timeout": 15.0,
             "members": [],
+            "supervisors": [],
         },
     ]
     ok(office("group", "rm", "support"))

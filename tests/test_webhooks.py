@@ -17,11 +17,12 @@ from office import Office, wait_until
 from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.config import ConfigError, load_config
-from fsrouter.core import webhooks
+from fsrouter.core import live, webhooks
 from fsrouter.core.model import Call
 from fsrouter.core.settings import Settings
 from fsrouter.daemon import Daemon
-from fsrouter.http.outbox import DEAD, PENDING, SENT, Outbox, Sender
+from fsrouter.http.outbox import DEAD, PENDING, SENT, LiveEvents, Outbox, Sender
+from fsrouter.service import Service
 from fsrouter.store import Store
 
 SECRET = "whsec-test"
@@ -68,49 +69,92 @@ def inbound(agent="1001", talk=30.0, uuid="call-1", **kw):
                 outcome="answered" if agent else "missed", handled_by=(agent,) if agent else (), **kw)
 
 
+def told(kind, seq, agent=None, at=5.0, uuid="call-1", call=None, **kw):
+    """One live transition of an inbound call of group sales, `at` seconds into it."""
+    return live.Transition(kind, uuid, T0 + timedelta(seconds=at), "inbound", CLIENT, agent=agent, group="sales",
+                           seq=seq, call=call, **kw)
+
+
+def write_live(store, *transitions):
+    """The transitions through the daemon's LiveEvents into the outbox; the bodies written, in order."""
+    writer = LiveEvents(Service(store, cache_ttl=0.0))
+    for t in transitions:
+        writer.put(t)
+    assert writer.flush() and not writer.pending
+    return [json.loads(r.body) for r in Outbox(store).entries(limit=None)]
+
+
 # -- what is written -------------------------------------------------------------------------------
 
-def test_answered_call_writes_answered_ended_and_binding_changed_in_its_transaction(store):
+def test_recorded_call_writes_binding_changed_in_its_transaction_and_no_call_event(store):
     BindingPath(store).set_manual_binding(CLIENT, "1002", T0 - timedelta(days=1))  # bound: 1002
     Outbox(store).purge((PENDING,))
     BindingPath(store).record_call(inbound(sticky_agent=None, recording="/rec/call-1.wav"), Settings())
     rows = Outbox(store).entries()
-    assert [r.event_type for r in rows] == ["call.answered", "call.ended", "binding.changed"]
-    answered, ended, changed = (json.loads(r.body) for r in rows)
+    # call.answered and call.ended are the live story's (below): told as they happen, not here.
+    assert [r.event_type for r in rows] == ["binding.changed"]
+    assert json.loads(rows[0].body)["data"] == {
+        "client": CLIENT, "source": "auto", "old_agent": None, "new_agent": "1001",
+        "why": "answered inbound call, talked 30s", "kind": "learned", "expires_at": None, "call_uuid": "call-1"}
+
+
+def test_live_answered_and_ended_bodies(store):
+    BindingPath(store).set_manual_binding(CLIENT, "1002", T0 - timedelta(days=1))  # bound: 1002
+    Outbox(store).purge((PENDING,))
+    call = inbound(sticky_agent=None, recording="/rec/call-1.wav")
+    answered, ended = write_live(store, told("answered", 1, "1001"), told("ended", 2, "1001", at=35, call=call))
+    assert (answered["type"], ended["type"]) == ("call.answered", "call.ended")
     assert answered["data"] == {"call_uuid": "call-1", "direction": "inbound", "client": CLIENT, "group": "sales",
                                 "agent": "1001", "bound_agent": "1002", "agent_was_bound": False,
-                                "route": None, "answered_at": "2024-06-01T12:00:05.000000Z"}
+                                "route": None, "answered_at": "2024-06-01T12:00:05.000000Z", "seq": 1,
+                                "notify": "agent", "recipients": [{"ext": "1001", "crm_id": None}]}
+    assert answered["at"] == "2024-06-01T12:00:05.000000Z"
     assert ended["data"]["talk_seconds"] == 30.0 and ended["data"]["recording"] == "/rec/call-1.wav"
-    assert changed["data"] == {"client": CLIENT, "source": "auto", "old_agent": None, "new_agent": "1001",
-                               "why": "answered inbound call, talked 30s", "kind": "learned", "expires_at": None,
-                               "call_uuid": "call-1"}
+    assert (ended["data"]["started_at"], ended["data"]["ended_at"]) == ("2024-06-01T12:00:00.000000Z",
+                                                                          "2024-06-01T12:00:35.000000Z")
+    assert (ended["data"]["answered"], ended["data"]["outcome"], ended["data"]["bound_agent"]) == (
+        True, "answered", "1002")
 
 
-def test_missed_call_names_the_bound_agent_and_who_was_rung(store):
-    BindingPath(store).record_call(inbound(agent=None, sticky_agent="1001", route="none"), Settings())
-    (missed,) = [json.loads(r.body) for r in Outbox(store).entries() if r.event_type == "call.missed"]
+def test_missed_call_names_the_bound_agent_and_who_was_rung_and_tells_the_whole_group(store):
+    call = inbound(agent=None, sticky_agent="1001", route="none")
+    missed, _ = write_live(store, told("missed", 1, "1002", at=40, call=call), told("ended", 2, at=40, call=call))
+    assert missed["type"] == "call.missed"
     assert missed["data"]["bound_agent"] == "1001" and missed["data"]["rung"] == ["1001", "1002"]
+    assert (missed["data"]["notify"], [r["ext"] for r in missed["data"]["recipients"]]) == ("group", ["1001", "1002"])
 
 
 def test_the_bound_agent_answering_is_flagged(store):
-    BindingPath(store).record_call(inbound(agent="1001", sticky_agent="1001", route="sticky"), Settings())
-    answered = json.loads(Outbox(store).entries()[0].body)
-    assert answered["data"]["agent_was_bound"] is True
+    (ringing, answered) = write_live(store, told("ringing", 1, "1001", at=0), told("answered", 2, "1001", route="sticky"))
+    assert answered["data"]["agent_was_bound"] is True and answered["data"]["bound_agent"] == "1001"
+    assert ringing["type"] == "call.ringing" and ringing["data"]["recipients"] == [{"ext": "1001", "crm_id": None}]
 
 
-def test_transferred_call_sends_one_event_per_hand_over():
-    call = Call("inbound", CLIENT, "1003", T0, T0 + timedelta(minutes=2), 60, True, uuid="c",
-                handled_by=("1001", "1002", "1003"))
-    events = webhooks.call_events(call, bound_agent="1001")
-    hops = [e.data for e in events if e.type == "call.transferred"]
-    assert [(h["from_agent"], h["to_agent"], h["bound_agent"]) for h in hops] == [("1001", "1002", "1001"),
-                                                                                ("1002", "1003", "1001")]
+def test_an_answer_by_an_extension_of_no_known_agent_tells_the_groups_supervisors(store):
+    store.set_group_options("sales", supervisors=["1009", "1010"])
+    store.add_agent("1003", "Agent 1003")
+    store.set_agent_crm_id("1003", "u-3")  # the CRM's user, for a CRM that assigns by its own ids
+    answered, handed = write_live(store, told("answered", 1, "1999"),
+                                  told("transferred", 2, "1003", from_agent="1999", hop=1))
+    assert (answered["data"]["notify"], answered["data"]["recipients"]) == (
+        "supervisors", [{"ext": "1009", "crm_id": None}, {"ext": "1010", "crm_id": None}])
+    assert (handed["data"]["notify"], handed["data"]["recipients"]) == ("agent", [{"ext": "1003", "crm_id": "u-3"}])
 
 
-def test_tracker_reads_transfers_and_the_recording_path_off_the_events():
+def test_transferred_call_sends_one_event_per_hand_over(store):
+    bodies = write_live(store, told("answered", 1, "1001", route="sticky"),
+                        told("transferred", 2, "1002", from_agent="1001", hop=1, at=20),
+                        told("transferred", 3, "1003", from_agent="1002", hop=2, at=40))
+    hops = [b["data"] for b in bodies if b["type"] == "call.transferred"]
+    assert [(h["from_agent"], h["to_agent"], h["bound_agent"], h["hop"]) for h in hops] == [
+        ("1001", "1002", "1001", 1), ("1002", "1003", "1001", 2)]
+
+
+def test_tracker_tells_transfers_and_the_recording_path_off_the_events():
     from test_events_rules import FakeSwitch
 
-    fs = FakeSwitch()
+    transitions = []
+    fs = FakeSwitch(on_transition=transitions.append)
     fs.at(0).client_calls("A")
     fs.set("A", fsrouter_recording="/var/lib/freeswitch/recordings/A.wav")
     fs.at(0.02).rings("B", "1001", "A")
@@ -126,15 +170,51 @@ def test_tracker_reads_transfers_and_the_recording_path_off_the_events():
     (call,) = fs.calls
     assert call.handled_by == ("1001", "1002")
     assert call.recording == "/var/lib/freeswitch/recordings/A.wav"
-    assert [e.type for e in webhooks.call_events(call, "1001")] == ["call.answered", "call.transferred",
-                                                                     "call.ended"]
+    assert [(t.kind, t.agent) for t in transitions] == [
+        ("ringing", "1001"), ("answered", "1001"), ("ringing", "1002"), ("answered", "1002"),
+        ("transferred", "1002"), ("ended", "1002")]
+    events = [webhooks.live_event(t, None, ("agent", [t.agent])) for t in transitions]
+    assert [e.type for e in events] == ["call.ringing", "call.answered", "call.ringing", "call.answered",
+                                        "call.transferred", "call.ended"]
+    assert events[-1].data["recording"] == "/var/lib/freeswitch/recordings/A.wav"
 
 
-def test_same_call_recorded_twice_has_the_same_event_ids(store):
-    BindingPath(store).record_call(inbound(), Settings())
-    BindingPath(store).record_call(inbound(), Settings())
-    ids = [r.event_id for r in Outbox(store).entries() if r.event_type.startswith("call.")]
-    assert len(ids) == 2  # the second time, the rows were already there
+def test_the_same_story_told_twice_has_the_same_event_ids(store):
+    story = (told("ringing", 1, "1001", at=0), told("answered", 2, "1001"), told("ended", 3, "1001", at=35,
+                                                                                 call=inbound()))
+    first = write_live(store, *story)
+    again = write_live(store, *story)  # a replay: the rows are there already
+    assert [b["id"] for b in again] == [b["id"] for b in first] and len(first) == 3
+    other = webhooks.live_event(told("answered", 2, "1001", uuid="call-2"), None, ("agent", ["1001"]))
+    assert other.id not in {b["id"] for b in first}
+
+
+def test_a_calls_events_are_sent_in_order_one_waiting_while_an_earlier_one_is_pending(store):
+    write_live(store, told("ringing", 1, "1001", at=0), told("answered", 2, "1001"),
+               told("ringing", 1, "1002", at=0, uuid="call-2"))
+    box = Outbox(store)
+    due = box.due(datetime.now(UTC), 10)
+    # call-1's answered waits for its ringing; call-2's ringing does not wait for call-1.
+    assert [(json.loads(e.body)["data"]["call_uuid"], e.event_type) for e in due] == [
+        ("call-1", "call.ringing"), ("call-2", "call.ringing")]
+    first = due[0]
+    box.failed(first, "HTTP 503", datetime.now(UTC) + timedelta(minutes=5), dead=False)  # backing off
+    assert [e.event_type for e in box.due(datetime.now(UTC), 10)] == ["call.ringing"]  # still waits
+    box.delivered(first, datetime.now(UTC))
+    assert sorted(e.event_type for e in box.due(datetime.now(UTC), 10)) == ["call.answered", "call.ringing"]
+
+
+def test_group_set_supervisors(store):
+    db = store.db.database
+    run = lambda *args: CliRunner().invoke(main, ["--db", f"sqlite:///{db}", *args])
+    out = run("group", "set", "sales", "--supervisor", "1009", "--supervisor", "1010")
+    assert out.exit_code == 0 and "supervisors: 1009, 1010" in out.output
+    assert store.group("sales").supervisors == ("1009", "1010")
+    bad = run("group", "set", "sales", "--supervisor", "10;09")
+    assert bad.exit_code != 0 and "bad supervisor extension" in bad.output and "Traceback" not in bad.output
+    assert store.group("sales").supervisors == ("1009", "1010")  # nothing half-written
+    assert "supervisors: none" in run("group", "set", "sales", "--supervisor", "").output
+    assert store.group("sales").supervisors == ()
 
 
 def test_no_event_without_its_change_a_failed_transaction_writes_neither(store, monkeypatch):
@@ -161,7 +241,7 @@ def test_without_webhook_urls_nothing_is_written(store):
     store.webhook_urls = ()
     BindingPath(store).record_call(inbound(), Settings())
     BindingPath(store).set_manual_binding(CLIENT, "1002", T0)
-    assert Outbox(store).entries() == []
+    assert write_live(store, told("answered", 1, "1001")) == []
 
 
 def test_imported_calls_send_no_webhooks(store, tmp_path):
@@ -245,6 +325,31 @@ def test_live_call_through_the_daemon_reaches_the_receiver(tmp_path, receiver):
         answered = next(e for e in events if e["type"] == "call.answered")["data"]
         assert (answered["agent"], answered["bound_agent"], answered["agent_was_bound"]) == ("1002", "1002", True)
         assert answered["route"] == "sticky"
+    finally:
+        office.close()
+
+
+def test_a_live_calls_events_reach_the_receiver_as_they_happen_not_at_hang_up(tmp_path, receiver):
+    office = Office(tmp_path, webhook_urls=(receiver.url + "/hook",), webhook_secret=SECRET)
+    try:
+        office.fake.agent("1002", answers_after=1, talk=600)  # 600 FreeSWITCH s: 3 s at the test's scale
+        placed = time.monotonic()
+        handle = office.fake.place_call(caller="0501234567", group="sales", router=office.router)
+        answered = receiver.wait_for(1, timeout=5, kind="call.answered")
+        got_at = time.monotonic()
+        assert not handle.done.is_set(), "call.answered came at hang-up, not when the agent answered"
+        assert got_at - placed < 1.5  # the answer came 5 ms after the call was placed
+        assert handle.wait(15)
+        office.settle()
+        assert receiver.wait_for(1, kind="call.ended")
+        types = [e["type"] for e in receiver.events() if e["type"].startswith("call.")]
+        # In the order told, each once: 1002's phone rang (the others have none on the fake), 1002
+        # answered, the end.
+        assert types == ["call.ringing", "call.answered", "call.ended"]
+        assert [e["data"]["agent"] for e in receiver.events("call.ringing")] == ["1002"]
+        assert answered[0]["data"]["recipients"] == [{"ext": "1002", "crm_id": None}]
+        seqs = [e["data"]["seq"] for e in receiver.events() if e["type"].startswith("call.")]
+        assert seqs == sorted(seqs)
     finally:
         office.close()
 

@@ -45,7 +45,8 @@ def group_list(app, as_json):
     for g in app.store.groups().values():
         members = [a.ext for a in by_ring_order if g.name in a.groups]
         rows.append({"name": g.name, "strategy": g.strategy, "sticky_scope": g.sticky_scope,
-                     "ring_timeout": g.ring_timeout.total_seconds(), "members": members})
+                     "ring_timeout": g.ring_timeout.total_seconds(), "members": members,
+                     "supervisors": list(g.supervisors)})
     if as_json:
         return echo_json(rows)
     table(("NAME", "STRATEGY", "STICKY SCOPE", "RING", "MEMBERS"),
@@ -65,7 +66,9 @@ def group_rm(app, name):
 @group.command("set", epilog=example(
     "fsrouter group set sales --sticky-hours 'mon-fri 09:00-18:00' --timezone Europe/Kyiv",
     "fsrouter group set sales --sticky-timeout 25s --mode auto",
-    "fsrouter group set sales --unset mode --sticky-hours ''"))
+    "fsrouter group set sales --unset mode --sticky-hours ''",
+    "fsrouter group set sales --supervisor 1009 --supervisor 1010",
+    "fsrouter group set sales --supervisor ''"))
 @click.argument("name")
 @click.option("--sticky-hours", metavar="SPEC", help="When the sticky leg may ring, e.g. 'mon-fri 09:00-18:00' "
               "('' = always).")
@@ -76,15 +79,21 @@ def group_rm(app, name):
 @click.option("--mode", metavar="MODE", help="The group's own mode (manual, auto, both).")
 @click.option("--unset", "unset", multiple=True, type=click.Choice(overrides.GROUP_KEYS), metavar="KEY",
               help="Use the global value of KEY again (repeatable).")
+@click.option("--supervisor", "supervisors", multiple=True, metavar="EXT",
+              help="Told (webhooks) when a call of the group is answered by an extension that is no "
+                   "known agent's (repeatable; replaces the list; '' = none).")
 @pass_app
-def group_set(app, name, sticky_hours, timezone, sticky_timeout, lookback, learn_from, mode, unset):
-    """Sticky hours and the group's own settings: a group's value beats the global one."""
+def group_set(app, name, sticky_hours, timezone, sticky_timeout, lookback, learn_from, mode, unset, supervisors):
+    """Sticky hours, supervisors and the group's own settings: a group's value beats the global one."""
     own = {key: value for key, value in (("sticky_timeout", sticky_timeout), ("lookback", lookback),
                                          ("learn_from", learn_from), ("mode", mode)) if value is not None}
-    if sticky_hours is None and timezone is None and not own and not unset:
-        raise click.UsageError("nothing to change: give --sticky-hours, --timezone, a setting or --unset")
+    if sticky_hours is None and timezone is None and not own and not unset and not supervisors:
+        raise click.UsageError("nothing to change: give --sticky-hours, --timezone, --supervisor, a setting "
+                               "or --unset")
     changed = app.store.set_group_options(name, sticky_hours=sticky_hours, timezone=timezone,
-                                          settings=own, unset=unset)
+                                          settings=own, unset=unset, supervisors=supervisors or None)
     click.echo(f"group {changed.name}: sticky hours {hours.describe(changed.sticky_hours, changed.timezone)}")
+    if supervisors:
+        click.echo(f"  supervisors: {', '.join(changed.supervisors) or 'none'}")
     for key, (value, where) in overrides.sources(app.store.settings(), changed).items():
         click.echo(f"  {key} = {value} ({where})")

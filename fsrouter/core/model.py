@@ -67,6 +67,9 @@ class Group:
     timezone: str = ""
     # The group's own values of global settings (see overrides.py), as (key, text) pairs.
     overrides: tuple[tuple[str, str], ...] = ()
+    # Extensions told when a call of the group is answered by an extension that is no known
+    # agent's (`group set NAME --supervisor EXT`; core/webhooks.recipients).
+    supervisors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,19 @@
 """What fsrouter tells the CRM: the event bodies, and how each delivery is signed.
 
-Pure: no database, no sockets. They are written into the outbox in the transaction of the change
-they report (binding_path.py, through the store; outbox.py sends them). A body is JSON:
+Pure: no database, no sockets. A body is JSON:
 
     {"id": "<uuid>", "type": "call.answered", "at": "2024-05-01T09:30:02.000000Z", "data": {...}}
 
-`id` is the idempotency key: a retried delivery carries the same id (and the same bytes), and the
-events of a call have ids derived from the call's uuid, so a call recorded twice gives the same ids.
+The call.* events are the live call transitions (core/live.py) as the listener tells them, one
+event per transition (`live_event`), written into the outbox as they happen (http/outbox.py
+LiveEvents); binding.changed and callback.done are written in the transaction of the change they report
+(binding_path.py, through the store). `id` is the idempotency key: a retried delivery carries the same id (and the
+same bytes), and a call's events have ids derived from the call's uuid, the transition's kind and
+its place in the call's story, so the same events replayed give the same ids.
+
+Every call event says who should act on it (`notify`, `recipients`): the agent it names (whose
+phone rings, who answered, who took the transfer, who talked last); for an extension that is no
+known agent's, the group's supervisors; for a missed call, every member of the group.
 
 Every delivery is signed: X-Fsrouter-Signature is "sha256=" and the hex HMAC-SHA256, keyed with
 the webhook secret, of the X-Fsrouter-Timestamp value (unix seconds), a dot, and the raw body.
@@ -16,27 +23,33 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import ownership
+from . import live
 from .binding_changes import BindingChange
 from .missed import MissedCall
-from .model import INBOUND, Agent, Binding, Call, Group
-from .settings import Settings
+from .model import Agent, Group
 
+CALL_RINGING = "call.ringing"
 CALL_ANSWERED = "call.answered"
 CALL_MISSED = "call.missed"
 CALL_ENDED = "call.ended"
 CALL_TRANSFERRED = "call.transferred"
 BINDING_CHANGED = "binding.changed"
 CALLBACK_DONE = "callback.done"
-EVENT_TYPES = (CALL_ANSWERED, CALL_MISSED, CALL_ENDED, CALL_TRANSFERRED, BINDING_CHANGED, CALLBACK_DONE)
+EVENT_TYPES = (CALL_RINGING, CALL_ANSWERED, CALL_TRANSFERRED, CALL_MISSED, CALL_ENDED, BINDING_CHANGED,
+               CALLBACK_DONE)
+CALL_EVENT = {kind: f"call.{kind}" for kind in live.KINDS}  # transition kind -> event type
+
+# Who should act on a call event (its `notify`).
+NOTIFY_AGENT = "agent"  # the agent the event names
+NOTIFY_SUPERVISORS = "supervisors"  # the group's supervisors: the extension is no known agent's
+NOTIFY_GROUP = "group"  # every member of the group: nobody answered
 
 SIGNATURE_HEADER = "X-Fsrouter-Signature"
 TIMESTAMP_HEADER = "X-Fsrouter-Timestamp"
@@ -64,49 +77,49 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _call_id(call: Call, kind: str, n: int | str = 0) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{call.uuid}|{kind}|{n}"))
+def _call_id(call_uuid: str | None, kind: str, n: int | str = 0) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{call_uuid}|{kind}|{n}"))
 
 
-def bound_agent(call: Call, before: Mapping[str, Binding], agents: Mapping[str, Agent], settings: Settings,
-                group: Group | None = None, blocked: Collection[str] = (), shared: bool = False) -> str | None:
-    """Who the client was bound to when the call came (the events' bound_agent): the agent of
-    the sticky leg fsrouter rang, else who the ownership rule holds responsible in the call's
-    group (`before`: the client's bindings by source before the call)."""
-    if call.sticky_agent:
-        return call.sticky_agent
-    return ownership.decide(call.client, before, agents, settings, call.started_at, group=group,
-                            blocked=blocked, shared=shared).holder
+def recipients(t: live.Transition, agents: Mapping[str, Agent], group: Group | None) -> tuple[str, list[str]]:
+    """Who should act on this transition's event, and why (NOTIFY_*): see the module doc."""
+    members = sorted(ext for ext, agent in agents.items() if group is not None and group.name in agent.groups)
+    if t.kind == live.MISSED or (t.kind == live.ENDED and not t.agent):
+        return NOTIFY_GROUP, members
+    if t.agent and t.agent in agents:
+        return NOTIFY_AGENT, [t.agent]
+    return NOTIFY_SUPERVISORS, list(group.supervisors) if group is not None else []
 
 
-def call_events(call: Call, bound_agent: str | None) -> list[Event]:
-    """The events one finished call gives: answered or missed, each transfer, then ended.
-
-    `bound_agent` is who the client was bound to when the call came (the agent of the sticky leg
-    fsrouter rang, else the client's binding before this call); `agent_was_bound` says whether the
-    bound agent is the one who answered.
-    """
-    base = {"call_uuid": call.uuid, "direction": call.direction, "client": call.client, "group": call.group}
-    events = []
-    if call.agent and (call.answered or call.direction == INBOUND):
-        events.append(Event(_call_id(call, CALL_ANSWERED), CALL_ANSWERED, call.answered_at or call.started_at, {
-            **base, "agent": call.agent, "bound_agent": bound_agent,
-            "agent_was_bound": bound_agent is not None and call.agent == bound_agent,
-            "route": call.route, "answered_at": iso(call.answered_at)}))
+def live_event(t: live.Transition, bound: str | None, notify: tuple[str, list[str]],
+               agents: Mapping[str, Agent] | None = None) -> Event:
+    """The webhook event of one call transition. `bound`: who the client was bound to when the
+    call came (the sticky leg's agent, else the ownership rule's holder: Service.holder_of);
+    `notify`: recipients(); `agents` gives the recipients' CRM ids."""
+    kind, who = notify
+    agents = agents or {}
+    data = {"call_uuid": t.call_uuid, "direction": t.direction, "client": t.client, "group": t.group,
+            "seq": t.seq, "bound_agent": bound,
+            "notify": kind, "recipients": [{"ext": ext, "crm_id": agents[ext].crm_id if ext in agents else None}
+                                           for ext in who]}
+    if t.kind == live.RINGING:
+        data.update(agent=t.agent, route=t.route)
+    elif t.kind == live.ANSWERED:
+        data.update(agent=t.agent, agent_was_bound=bound is not None and t.agent == bound, route=t.route,
+                    answered_at=iso(t.at))
+    elif t.kind == live.TRANSFERRED:
+        data.update(from_agent=t.from_agent, to_agent=t.agent, hop=t.hop)
+    elif t.kind == live.MISSED:
+        call = t.call
+        data.update(agent=t.agent, rung=list(call.rung) if call else [], route=call.route if call else None,
+                    outcome=call.outcome if call else "missed")
     else:
-        events.append(Event(_call_id(call, CALL_MISSED), CALL_MISSED, call.ended_at, {
-            **base, "agent": call.agent, "bound_agent": bound_agent, "rung": list(call.rung),
-            "route": call.route, "outcome": call.outcome}))
-    hops = call.handled_by
-    for n, (from_agent, to_agent) in enumerate(itertools.pairwise(hops)):
-        events.append(Event(_call_id(call, CALL_TRANSFERRED, n), CALL_TRANSFERRED, call.ended_at, {
-            **base, "from_agent": from_agent, "to_agent": to_agent, "bound_agent": bound_agent,
-            "hop": n + 1}))
-    events.append(Event(_call_id(call, CALL_ENDED), CALL_ENDED, call.ended_at, {
-        **base, "agent": call.agent, "answered": bool(call.answered), "talk_seconds": call.talk_seconds,
-        "started_at": iso(call.started_at), "ended_at": iso(call.ended_at), "recording": call.recording,
-        "outcome": call.outcome}))
-    return events
+        call = t.call
+        data.update(agent=t.agent, answered=bool(call and call.answered),
+                    talk_seconds=call.talk_seconds if call else 0.0,
+                    started_at=iso(call.started_at) if call else None, ended_at=iso(t.at),
+                    recording=call.recording if call else None, outcome=call.outcome if call else "")
+    return Event(_call_id(t.call_uuid, kind=t.kind, n=t.seq), CALL_EVENT[t.kind], t.at, data)
 
 
 def binding_changed(change: BindingChange) -> Event:
@@ -126,7 +139,7 @@ def callback_done(missed: MissedCall) -> Event:
     """An agent called back a client whose call was missed (one event per missed call closed)."""
     back = missed.closing_call
     assert back is not None, "an open missed call has no callback"
-    return Event(_call_id(back, CALLBACK_DONE, missed.call.uuid), CALLBACK_DONE, back.started_at, {
+    return Event(_call_id(back.uuid, CALLBACK_DONE, missed.call.uuid), CALLBACK_DONE, back.started_at, {
         "call_uuid": back.uuid, "client": missed.client, "agent": back.agent,
         "client_answered": bool(back.answered), "missed_call_uuid": missed.call.uuid,
         "missed_at": iso(missed.call.started_at), "missed_group": missed.call.group,

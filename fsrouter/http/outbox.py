@@ -1,18 +1,22 @@
-"""The durable outbox: webhook events waiting in the database, and the greenlet that sends them.
+"""The durable outbox: webhook events waiting in the database, and the greenlets that write the
+live call events into it and send them.
 
 The store writes an event (one row per webhook URL) in the same transaction as the change it
-reports (Store._notify), so an event exists exactly when its change does. The Sender posts each
+reports (Store._notify), so an event exists exactly when its change does; the call events are the
+listener's live transitions, written by LiveEvents as they happen. The Sender posts each
 row in the background, never in a call's way: a row is claimed by moving its next_at forward
 (compare-and-swap, so two daemons on one PostgreSQL never send a row at the same time), posted
 with its signature, then marked sent, or given another try after an exponential backoff (with
 jitter, capped), or marked dead after `max_attempts`. Rows survive a restart and an outage of the
-receiver; `fsrouter outbox list|retry|purge` shows and manages them. Delivery order is not
-guaranteed: every body carries its id and time.
+receiver; `fsrouter outbox list|retry|purge` shows and manages them. A call's events are sent in
+the order they were written (a row waits while an earlier row of its call for the same URL is
+pending: in flight, or backing off); other events carry their id and time, in no set order.
 """
 from __future__ import annotations
 
 import random
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,9 +25,10 @@ from datetime import UTC, datetime, timedelta
 import gevent
 import gevent.event
 import gevent.pool
+import peewee
 import structlog
 
-from ..core import webhooks
+from ..core import live, webhooks
 from . import client as http_client
 
 log = structlog.get_logger("fsrouter.http.outbox")
@@ -76,8 +81,15 @@ class Outbox:
         return [_entry(row) for row in query]
 
     def due(self, now: datetime, limit: int) -> list[Entry]:
+        """Pending rows whose time has come, but no call event while an earlier one of its call
+        (for the same URL) is still pending: a call's events go out in the order written."""
         t = self.table
-        query = (t.select().where(t.state == PENDING, t.next_at <= now).order_by(t.next_at, t.id).limit(limit))
+        earlier = t.alias()
+        waits = earlier.select(earlier.id).where(earlier.in_order == t.in_order, earlier.target == t.target,
+                                                 earlier.state == PENDING, earlier.id < t.id)
+        query = (t.select().where(t.state == PENDING, t.next_at <= now,
+                                  t.in_order.is_null() | ~peewee.fn.EXISTS(waits))
+                 .order_by(t.next_at, t.id).limit(limit))
         return [_entry(row) for row in query]
 
     def claim(self, entry: Entry, until: datetime) -> bool:
@@ -265,3 +277,110 @@ class Sender:
     def _result(self, result: str) -> None:
         if self.on_result is not None:
             self.on_result(result)
+
+
+class LiveEvents:
+    """The listener's call transitions (core/live.py) into the outbox as webhook events.
+
+    put() is all the event's path does: no database there, so ingestion never waits for a
+    commit. A greenlet writes what arrived meanwhile in one transaction (at most `batch`, at
+    most `max_delay` seconds after the first of them), in the order told, on the connection
+    given (the daemon's call writer's: one writer on SQLite) under `lock`; the sender is woken
+    by the store. A transition leaves `pending` once its transaction committed; a failed write
+    is tried again with a backoff, and stop() writes what is left.
+
+    Each event says who the client was bound to when the call came (the sticky leg's agent,
+    else the ownership rule's holder, Service.holder_of: read once per call, at its first
+    transition, so the binding this call teaches does not change it) and who should act on it
+    (core.webhooks.recipients).
+    """
+
+    def __init__(self, service, lock=None, batch: int = 64, max_delay: float = 0.02,
+                 max_pending: int = 200_000, remembered: int = 100_000):
+        self.service = service
+        self.lock = lock if lock is not None else nullcontext()
+        self.batch = batch
+        self.max_delay = max_delay
+        self.max_pending = max_pending
+        self.pending: deque[live.Transition] = deque()
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+        self._bound: OrderedDict[str, str | None] = OrderedDict()  # call uuid -> bound agent
+        self._remembered = remembered
+        self._wake = gevent.event.Event()
+        self._greenlet = None
+        self._running = False
+
+    def put(self, transition: live.Transition) -> None:
+        if len(self.pending) >= self.max_pending:
+            self.pending.popleft()
+            self.dropped += 1
+            log.error("webhooks.backlog_full", dropped=self.dropped)
+        self.pending.append(transition)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._running = True
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running = False
+        self._wake.set()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            self._greenlet.kill(block=False)
+        self.flush(timeout)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        with gevent.Timeout(timeout, False):
+            while self.pending and self._write_batch():
+                pass
+        return not self.pending
+
+    def _loop(self) -> None:
+        delay = 0.05
+        while self._running:
+            if not self.pending:
+                self._wake.clear()
+                self._wake.wait(1.0)
+                continue
+            if len(self.pending) < self.batch:
+                gevent.sleep(self.max_delay)  # let the transitions told now join this commit
+            if self._write_batch():
+                delay = 0.05
+                gevent.sleep(0)
+            else:
+                gevent.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _write_batch(self) -> bool:
+        told = [self.pending[i] for i in range(min(self.batch, len(self.pending)))]
+        store = self.service.store
+        try:
+            with self.lock, store.transaction():
+                agents, groups = self.service.agents(), self.service.groups()
+                events = [self._event(t, agents, groups) for t in told]
+                store.write_events(events)
+        except Exception as exc:  # the database is away: kept, and tried again
+            self.failures += 1
+            log.warning("webhooks.write_failed", uuid=told[0].call_uuid, events=len(told), error=str(exc)[:200],
+                        pending=len(self.pending))
+            return False
+        for t in told:
+            if self.pending and self.pending[0] is t:  # put() may have dropped it meanwhile
+                self.pending.popleft()
+            if t.kind == live.ENDED:
+                self._bound.pop(t.call_uuid, None)
+        self.written += len(told)
+        return True
+
+    def _event(self, t: live.Transition, agents, groups) -> webhooks.Event:
+        group = groups.get(t.group) if t.group else None
+        sticky = t.call.sticky_agent if t.call is not None else (t.agent if t.route == "sticky" else None)
+        if sticky or t.call_uuid not in self._bound:
+            self._bound[t.call_uuid] = sticky or (self.service.holder_of(t.client, t.group, t.at) if t.client
+                                                  else None)
+            if len(self._bound) > self._remembered:
+                self._bound.popitem(last=False)
+        return webhooks.live_event(t, self._bound[t.call_uuid], webhooks.recipients(t, agents, group), agents)

@@ -163,9 +163,9 @@ class AgentTables:
             self.m.Agent.update(dnd=bool(on)).where(self.m.Agent.ext == ext).execute()
 
     def set_group_options(self, name: str, sticky_hours: str | None = None, timezone: str | None = None,
-                          settings: dict[str, str] | None = None, unset=()) -> Group:
-        """Sticky hours ("" = always), time zone ("" = UTC) and the group's own settings (`unset`:
-        keys that go back to the global value)."""
+                          settings: dict[str, str] | None = None, unset=(), supervisors=None) -> Group:
+        """Sticky hours ("" = always), time zone ("" = UTC), the group's own settings (`unset`:
+        keys that go back to the global value) and its supervisors (extensions; () = none)."""
         with self.transaction():
             row = self.m.Group.get_or_none(self.m.Group.name == name)
             if row is None:
@@ -189,6 +189,8 @@ class AgentTables:
                 raise StoreError(_one_line(exc)) from None
             changes = {"sticky_hours": spec, "timezone": zone,
                        "overrides": json.dumps(own, sort_keys=True) if own else ""}
+            if supervisors is not None:
+                changes["supervisors"] = ",".join(_clean_supervisors(supervisors))
             self.m.Group.update(**changes).where(self.m.Group.name == name).execute()
         return self.group(name)
 
@@ -197,7 +199,16 @@ def _group(row) -> Group:
     stored = json.loads(row.overrides) if row.overrides else {}
     return Group(name=row.name, strategy=row.strategy, sticky_scope=row.sticky_scope,
                  ring_timeout=timedelta(seconds=row.ring_timeout), sticky_hours=row.sticky_hours or "",
-                 timezone=row.timezone or "", overrides=tuple(sorted(stored.items())))
+                 timezone=row.timezone or "", overrides=tuple(sorted(stored.items())),
+                 supervisors=tuple(ext for ext in (row.supervisors or "").split(",") if ext))
+
+
+def _clean_supervisors(extensions) -> tuple[str, ...]:
+    found = tuple(dict.fromkeys(ext.strip() for ext in extensions if ext.strip()))
+    for ext in found:
+        if not EXTENSION_RE.match(ext):
+            raise StoreError(f"bad supervisor extension {ext[:40]!r}: use 1-32 letters, digits, '_', '.' or '-'")
+    return found
 
 
 def _clean_name(name) -> str:

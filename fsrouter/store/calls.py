@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import peewee as pw
 
 from ..core.model import AUTO, DIRECTIONS, Binding, Call
-from ..core.webhooks import Event
+from ..core.webhooks import CALL_EVENT, Event
 from . import sqltext
 from .connection import BindingRaced, StoreError, _reconnects
 
+CALL_TYPES = frozenset(CALL_EVENT.values())  # events of a call: sent in the order written
 # Namespace of the uuids made for calls that come without one (see with_uuid).
 _CALL_NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-4c57-9e0f-2b7d5a1c9e33")
 
@@ -196,7 +197,9 @@ class CallTables:
             self.db.execute_sql(f"INSERT INTO {table} ({sqltext.names(columns)}) VALUES {values}", params)
 
     def add_events(self, events: list[Event]) -> None:
-        """Events into the outbox (one row per webhook URL), in the caller's transaction."""
+        """Events into the outbox (one row per webhook URL), in the caller's transaction. An event
+        already there (the same id for the same URL) is not written again. A call's events carry
+        its uuid (`in_order`): the sender delivers them in the order written."""
         self._notify(events)
 
     def _notify(self, events: list[Event]) -> None:
@@ -205,7 +208,9 @@ class CallTables:
             return
         now = datetime.now(UTC)
         rows = [{"event_id": e.id, "event_type": e.type, "target": url, "body": e.body().decode("utf-8"),
-                 "created_at": now, "next_at": now} for e in events for url in self.webhook_urls]
+                 "created_at": now, "next_at": now,
+                 "in_order": e.data.get("call_uuid") if e.type in CALL_TYPES else None}
+                for e in events for url in self.webhook_urls]
         for chunk in sqltext.chunks(rows, 500):
             self.m.Outbox.insert_many(chunk).on_conflict_ignore().execute()
         if self.on_event is not None:

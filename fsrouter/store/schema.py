@@ -82,6 +82,7 @@ def _models(db: pw.Database) -> SimpleNamespace:
         sticky_hours = pw.TextField(default="")
         timezone = pw.TextField(default="")
         overrides = pw.TextField(default="")  # JSON object: setting key -> text
+        supervisors = pw.TextField(default="")  # added by migration 5: extensions, comma-separated
 
         class Meta:
             table_name = "agent_group"  # "group" is an SQL keyword
@@ -169,11 +170,15 @@ def _outbox_model(db: pw.Database, m: SimpleNamespace) -> None:
         state = pw.TextField(default="pending")  # pending | sent | dead
         last_error = pw.TextField(default="")
         sent_at = UTCDateTimeField(null=True)
+        # Added by migration 5: a call's uuid on its call.* events, which are sent in the order
+        # written (Outbox.due); None for events of no call.
+        in_order = pw.TextField(null=True)
 
         class Meta:
             database = db
             table_name = "outbox"
-            indexes = ((("state", "next_at"), False), (("event_id", "target"), True))
+            indexes = ((("state", "next_at"), False), (("event_id", "target"), True),
+                       (("in_order", "state"), False))
 
     m.Outbox = OutboxRow
 
@@ -319,6 +324,20 @@ def _v6_every_binding_change(db, migrator, m):
         migrate(migrator.add_index("binding_history", ("client", "source", "expiry_of"), unique=True))
 
 
+def _v7_live_webhooks(db, migrator, m):
+    # Idempotent: a database made by step 1 and 4 from today's models already has the columns.
+    from playhouse.migrate import migrate
+
+    steps = []
+    if "supervisors" not in {c.name for c in db.get_columns("agent_group")}:
+        steps.append(migrator.add_column("agent_group", "supervisors", pw.TextField(default="")))
+    if "in_order" not in {c.name for c in db.get_columns("outbox")}:
+        steps += [migrator.add_column("outbox", "in_order", pw.TextField(null=True)),
+                  migrator.add_index("outbox", ("in_order", "state"), unique=False)]
+    if steps:
+        migrate(*steps)
+
+
 MIGRATIONS = [
     (1, "initial schema", _v1_initial),
     (2, "call sticky agent, binding history", _v2_callbacks_and_rebinds),
@@ -326,4 +345,5 @@ MIGRATIONS = [
     (4, "outbox, agent crm ids", _v4_outbox_and_crm_ids),
     (5, "loss windows, listener mark, CDR cursors", _v5_loss_windows),
     (6, "binding history of every change: source, kind, why, expiries", _v6_every_binding_change),
+    (7, "group supervisors, call events in order", _v7_live_webhooks),
 ]

@@ -136,6 +136,12 @@ class Driver:
             gevent.sleep(max(0.0, due - time.perf_counter()))
         return time.perf_counter() - started
 
+    def clock(self) -> dict:
+        """The fake's clock: an event time `us` happened at monotonic mono0 + (us - epoch_us) / 1e6 * scale
+        (CLOCK_MONOTONIC is one clock for every process of the machine)."""
+        clock = self.fake.clock
+        return {"epoch_us": clock._epoch_us, "mono0": clock._mono0, "scale": clock.scale}
+
     def run(self, calls: int, rate: float, first: int = 0, hold: float = 0.0, timeout: float = 120.0,
             answers_after: float | None = None, talk: float | None = None) -> dict:
         if answers_after is not None or talk is not None:

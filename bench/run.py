@@ -36,7 +36,7 @@ from fake_driver import AGENTS, client_number
 from procs import Fake, Router, free_port, wait_for
 
 RESULTS = procs.BENCH / "results"
-SECTIONS = ("latency", "throughput", "memory", "ingestion", "growth", "cli", "growth_big")
+SECTIONS = ("latency", "throughput", "memory", "ingestion", "live", "growth", "cli", "growth_big")
 TARGET_P99_MS = 2.0
 
 
@@ -323,8 +323,22 @@ class Bench:
     # -- 3. event ingestion -----------------------------------------------------------------------------
     def ingestion(self) -> None:
         out = self.results.setdefault("ingestion", {})
+        self._ingest(out, ("fsrouter", "baseline_greenswitch"))
+        f, b = out["fsrouter"]["blast"], out["baseline_greenswitch"]["blast"]
+        self.row("event ingestion (events/s to call records + bindings)", f"{f['events_per_second']:,}/s",
+                 f"{b['events_per_second']:,}/s", _ratio(f["events_per_second"], b["events_per_second"]),
+                 ">= 10,000/s, >= 1/1.5 of baseline",
+                 "ok" if f["events_per_second"] >= 10_000 and f["events_per_second"] * 1.5 >= b["events_per_second"]
+                 else "MISSED")
+        self.row("ingestion paced at 10,000 events/s: backlog flat", str(out["fsrouter"]["paced"]["keeps_up"]),
+                 str(out["baseline_greenswitch"]["paced"]["keeps_up"]), "", "True",
+                 "ok" if out["fsrouter"]["paced"]["keeps_up"] else "MISSED")
+
+    def _ingest(self, out: dict, names, webhook: str | None = None) -> None:
+        """The ingestion runs of `names` (fsrouter, fsrouter_live: with the live stream on and its
+        webhooks posted to `webhook`, baseline_greenswitch) into `out`."""
         blast_events = 20_000 if self.quick else 60_000
-        for name in ("fsrouter", "baseline_greenswitch"):
+        for name in names:
             feeder = subprocess.Popen([procs.PYTHON, str(procs.BENCH / "ingest_feeder.py")], cwd=procs.BENCH,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=open(self.tmp / f"feeder-{name}.log", "ab"))  # noqa: SIM115
@@ -334,10 +348,13 @@ class Bench:
                 ask = _jsonl(feeder)
                 ready = ask(None, timeout=60)
                 stats = self.tmp / f"ingest-{name}.jsonl"
+                ours = name.startswith("fsrouter")
                 args = [procs.PYTHON, str(procs.BENCH / "ingest_worker.py"),
-                        "fsrouter" if name == "fsrouter" else "baseline", "--port", str(ready["port"]),
+                        "fsrouter" if ours else "baseline", "--port", str(ready["port"]),
                         "--stats", str(stats), "--log", str(self.tmp / f"ingest-{name}.log")]
-                if name == "fsrouter":
+                if name == "fsrouter_live":
+                    args += ["--webhook", webhook]
+                if ours:
                     path = self.tmp / "ingest.db"
                     if path.exists():
                         path.unlink()
@@ -358,7 +375,7 @@ class Bench:
                 def caught_up(stats=stats, name=name) -> bool:
                     s = _last(stats)
                     return s["events"] >= caught_up.target and not s.get("pending") and not s.get("queue") and (
-                        name != "fsrouter" or s["written"] >= caught_up.written)
+                        not name.startswith("fsrouter") or s["written"] >= caught_up.written)
 
                 caught_up.target = target
                 caught_up.written = base.get("written", 0) + sent["calls"] - 1
@@ -413,15 +430,66 @@ class Bench:
                     pass
                 procs.stop(worker)
                 procs.stop(feeder)
-        f, b = out["fsrouter"]["blast"], out["baseline_greenswitch"]["blast"]
-        self.row("event ingestion (events/s to call records + bindings)", f"{f['events_per_second']:,}/s",
-                 f"{b['events_per_second']:,}/s", _ratio(f["events_per_second"], b["events_per_second"]),
-                 ">= 10,000/s, >= 1/1.5 of baseline",
-                 "ok" if f["events_per_second"] >= 10_000 and f["events_per_second"] * 1.5 >= b["events_per_second"]
-                 else "MISSED")
-        self.row("ingestion paced at 10,000 events/s: backlog flat", str(out["fsrouter"]["paced"]["keeps_up"]),
-                 str(out["baseline_greenswitch"]["paced"]["keeps_up"]), "", "True",
-                 "ok" if out["fsrouter"]["paced"]["keeps_up"] else "MISSED")
+
+    # -- 4b. the live stream: webhook delay, ingestion with it on ------------------------------------
+    def live(self) -> None:
+        """Calls at 100/s through the fake and `fsrouter run` with webhooks to a receiver process:
+        the delay from each FreeSWITCH event (its timestamp, on the fake's clock) to the receiver,
+        beside what the path it replaces gave (every call event at the hang-up). Then ingestion
+        with the live stream on, beside fsrouter without it and the bare greenswitch baseline."""
+        out = self.results.setdefault("live", {})
+        received = self.tmp / "webhooks.jsonl"
+        receiver = procs.spawn([procs.PYTHON, str(procs.BENCH / "webhook_receiver.py"), "--out", str(received)],
+                               cwd=procs.BENCH, stdout=subprocess.PIPE,
+                               stderr=open(self.tmp / "receiver.log", "ab"))  # noqa: SIM115
+        try:
+            port = json.loads(receiver.stdout.readline())["port"]
+            url = f"http://127.0.0.1:{port}/hook"
+            os.environ.update(FSROUTER_WEBHOOK_URLS=url, FSROUTER_WEBHOOK_SECRET="bench")
+            try:
+                fake, router = self.start("fsrouter", self.sqlite_db(self.bindings), tag="-live")
+            finally:
+                for name in ("FSROUTER_WEBHOOK_URLS", "FSROUTER_WEBHOOK_SECRET"):
+                    os.environ.pop(name, None)
+            try:
+                fake("run", calls=100, rate=50, first=10_000_000 - 100)  # warm-up, other callers
+                self.settle(0.5)
+                clock = fake("clock")
+                since = received.stat().st_size if received.exists() else 0
+                figures = self.measured_run(fake, router, self.calls, self.rate, 0)
+                wait_for(lambda: _ended_count(received, since) >= self.calls, 60, step=0.1)
+                figures["webhooks"] = _webhook_delays(received, since, clock)
+                out["webhooks"] = figures
+            finally:
+                fake.close()
+                router.close()
+            d = out["webhooks"]["webhooks"]
+            self.say(f"live webhooks: {d['events']:,} call events, delay p50 {d['all']['p50']} p99 {d['all']['p99']} "
+                     f"max {d['all']['max']} ms; at hang-up call.answered waited p50 {d['at_hang_up']['p50']} ms")
+            self._ingest(out, ("fsrouter", "fsrouter_live", "baseline_greenswitch"), webhook=url)
+        finally:
+            procs.stop(receiver)
+        d = out["webhooks"]["webhooks"]
+        self.row(f"webhook delay, FreeSWITCH event -> receiver, p50 / p99 @ {self.rate:.0f}/s "
+                 f"({d['events']:,} call events)", f"{d['all']['p50']:.1f} / {d['all']['p99']:.1f} ms",
+                 f"{d['at_hang_up']['p50'] / 1000:.1f} / {d['at_hang_up']['p99'] / 1000:.1f} s (at hang-up)",
+                 _ratio(d["all"]["p99"], d["at_hang_up"]["p99"]), "p99 < 1 s",
+                 "ok" if d["all"]["p99"] is not None and d["all"]["p99"] < 1000 and d["missing"] == 0 else "MISSED")
+        for kind in ("call.ringing", "call.answered", "call.ended"):
+            k = d["by_type"].get(kind)
+            if k:
+                self.row(f"  same, {kind} ({k['count']:,})", f"{k['p50']:.1f} / {k['p99']:.1f} ms", "", "", "", "")
+        self.row("  same, calls whose call.ended never arrived / events out of order in a call",
+                 f"{d['missing']} / {d['out_of_order']}", "", "", "0 / 0",
+                 "ok" if d["missing"] == 0 and d["out_of_order"] == 0 else "MISSED")
+        f, b = out["fsrouter_live"]["blast"], out["baseline_greenswitch"]["blast"]
+        plain = out["fsrouter"]["blast"]
+        self.row("event ingestion with the live stream on (hub + webhooks into the outbox)",
+                 f"{f['events_per_second']:,}/s", f"{b['events_per_second']:,}/s (greenswitch); "
+                 f"{plain['events_per_second']:,}/s (fsrouter, no webhooks)",
+                 f"{_ratio(f['events_per_second'], b['events_per_second'])}; "
+                 f"{_ratio(f['events_per_second'], plain['events_per_second'])}", ">= 8,800/s",
+                 "ok" if f["events_per_second"] >= 8_800 else "MISSED")
 
     # -- 5. growth ---------------------------------------------------------------------------------------
     def growth(self) -> None:
@@ -588,6 +656,57 @@ def _router_first_bridge_ms(log: Path, start: int) -> list[float]:
         except (ValueError, KeyError):
             continue
     return out
+
+
+def _received(path: Path, since: int) -> list[dict]:
+    with open(path, "rb") as f:
+        f.seek(since)
+        return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+
+def _ended_count(path: Path, since: int) -> int:
+    if not path.exists():
+        return 0
+    return sum(1 for e in _received(path, since) if e["type"] == "call.ended")
+
+
+def _webhook_delays(path: Path, since: int, clock: dict) -> dict:
+    """Per call event: arrival (monotonic) minus the FreeSWITCH event's moment on the same clock
+    (the fake's timestamps run 1/scale times faster than the wall). `at_hang_up`: how late each
+    call.answered would have been, sent with call.ended at the hang-up as before."""
+    def us(at: str) -> float:
+        return datetime.fromisoformat(at).timestamp() * 1e6
+
+    def moment(at: str) -> float:
+        return clock["mono0"] + (us(at) - clock["epoch_us"]) / 1e6 * clock["scale"]
+
+    events = [e for e in _received(path, since) if (e.get("type") or "").startswith("call.")]
+    by_type: dict[str, list[float]] = {}
+    by_call: dict[str, list[dict]] = {}
+    for e in events:
+        e["delay_ms"] = 1000 * (e["mono"] - moment(e["at"]))
+        by_type.setdefault(e["type"], []).append(e["delay_ms"])
+        by_call.setdefault(e["call_uuid"], []).append(e)
+    late, out_of_order, missing = [], 0, 0
+    for told in by_call.values():
+        seqs = [e["seq"] for e in told]
+        out_of_order += seqs != sorted(seqs)
+        answered = next((e for e in told if e["type"] == "call.answered"), None)
+        ended = next((e for e in told if e["type"] == "call.ended"), None)
+        missing += ended is None
+        if answered and ended:
+            # The call's own time from the answer to the hang-up (FreeSWITCH seconds: the fake's
+            # clock is scaled, a real call is not), then call.ended's own delivery.
+            late.append((us(ended["at"]) - us(answered["at"])) / 1000 + ended["delay_ms"])
+
+    def spread(values):
+        values = sorted(values)
+        return {"count": len(values), "p50": _pct(values, 0.5), "p99": _pct(values, 0.99),
+                "max": round(values[-1], 3) if values else None}
+
+    return {"events": len(events), "calls": len(by_call), "all": spread([e["delay_ms"] for e in events]),
+            "by_type": {kind: spread(v) for kind, v in sorted(by_type.items())},
+            "at_hang_up": spread(late), "missing": missing, "out_of_order": out_of_order}
 
 
 def _pct(values: list[float], q: float) -> float | None:

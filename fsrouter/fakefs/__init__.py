@@ -7,5 +7,7 @@ from .agents import Agent
 from .calls import BridgeRecord, CallHandle, LegRecord
 from .outcalls import OutCallHandle
 from .server import FakeFreeSWITCH
+from .transfers import ATT_XFER, ATTENDED, BLIND, Transfer
 
-__all__ = ["Agent", "BridgeRecord", "CallHandle", "FakeFreeSWITCH", "LegRecord", "OutCallHandle"]
+__all__ = ["ATTENDED", "ATT_XFER", "BLIND", "Agent", "BridgeRecord", "CallHandle", "FakeFreeSWITCH", "LegRecord",
+           "OutCallHandle", "Transfer"]

@@ -31,6 +31,7 @@ class Agent:
     registered: bool = True
     early_media: bool = False             # a leg_timeout then ends with ALLOTTED_TIMEOUT
     rings: list[float] = field(default_factory=list)   # FreeSWITCH times (s) the phone rang
+    transfer: object = None               # a transfers.Transfer: after `talk`, the client is passed on
 
     @property
     def contact(self) -> str:

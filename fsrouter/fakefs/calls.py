@@ -21,6 +21,7 @@ from .agents import DIALSTATUS, BridgePlan, LegPlan, parse_dial_string, plan_bri
 from .channel import Channel
 from .clock import date_rfc2822
 from .session import SocketSession
+from .transfers import play as play_transfer
 from .wire import (
     Command,
     api_response,
@@ -85,6 +86,7 @@ class CallHandle:
     connect_failed: bool = False
     returned_to_dialplan: bool = False
     answered_by: str | None = None
+    transferred_to: list[str] = field(default_factory=list)       # each agent the client was passed to
     talk_seconds: float = 0.0
     hangup_cause: str | None = None
     hung_up: bool = False
@@ -134,6 +136,7 @@ class Call:
         self.legs: list[Channel] = []
         self.originate_causes: list[str] = []
         self.originated_legs: list[str] = []
+        self.unbridged_by_leg: Channel | None = None  # att_xfer: the client's bridge is the leg's (13b)
         handle._call = self
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -496,18 +499,42 @@ class Call:
         self.bridged_ever = True
         self.emit(ch, "client/CHANNEL_BRIDGE", "CHANNEL_BRIDGE", client_answer)
         agent = plan.winner.agent
-        agent_ends = agent.hangs_up_after is not None
-        talk = agent.hangs_up_after if agent_ends else agent.talk
-        interrupted = self.wait_fs((client_answer + int(talk * 1_000_000) - clock.now_us()) / 1e6)
-        end_at = clock.now_us() if interrupted else client_answer + int(talk * 1_000_000)
         self.handle.answered_by = agent.ext
-        self.handle.talk_seconds = (end_at - client_answer) / 1e6
+        completed = []  # the router's bridge was reported over at a transfer (12)
+
+        def complete_bridge() -> None:
+            if not completed:
+                completed.append(True)
+                self._complete(triple, [])
+
+        talk_from = client_answer
+        while True:
+            agent_ends = agent.hangs_up_after is not None
+            talk = agent.hangs_up_after if agent_ends else agent.talk
+            interrupted = self.wait_fs((talk_from + int(talk * 1_000_000) - clock.now_us()) / 1e6)
+            if interrupted or agent_ends or agent.transfer is None:
+                break
+            handed = play_transfer(self, agent_ch, agent.transfer, complete_bridge)
+            if handed is None:  # the client hung up meanwhile, or nobody took the call
+                complete_bridge()
+                self._busy_with_bridge = False
+                self.hangup(self.requested_cause if self.hangup_requested.is_set() else "NORMAL_CLEARING")
+                return
+            agent_ch, agent = handed
+            self.handle.answered_by = agent.ext
+            self.handle.transferred_to.append(agent.ext)
+            talk_from = agent_ch.times["bridged"]
+        end_at = clock.now_us() if interrupted else talk_from + int(talk * 1_000_000)
+        self.handle.talk_seconds = (end_at - talk_from) / 1e6
         ch.dynamic["bridge_hangup_cause"] = "NORMAL_CLEARING"
         if agent_ends and not interrupted:
             agent_ch.hangup_cause = "NORMAL_CLEARING"
             self._leg_down(plan.winner, agent_ch, end_at, emit_complete=False)
-            self.emit(ch, "client/CHANNEL_UNBRIDGE", "CHANNEL_UNBRIDGE", end_at)
-            self._complete(triple, [agent_ch])
+            self._unbridge(agent_ch, end_at)
+            if completed:
+                self._complete_legs([agent_ch])
+            else:
+                self._complete(triple, [agent_ch])
             self._busy_with_bridge = False
             if ch.var("hangup_after_bridge") in ("true", "1", "yes", "on"):
                 self.hangup("NORMAL_CLEARING")
@@ -516,10 +543,23 @@ class Call:
         cause = self.requested_cause if interrupted else "NORMAL_CLEARING"
         self._hangup_channel(cause, end_at)
         self._leg_down(plan.winner, agent_ch, end_at, emit_complete=False, cause="NORMAL_CLEARING")
-        self.emit(ch, "client/CHANNEL_UNBRIDGE", "CHANNEL_UNBRIDGE", end_at)
-        self._complete(triple, [])
+        if self.unbridged_by_leg is None:
+            self.emit(ch, "client/CHANNEL_UNBRIDGE", "CHANNEL_UNBRIDGE", end_at)
+        if not completed:
+            self._complete(triple, [])
         self._busy_with_bridge = False
         self._socket_over_after_hangup(then_complete=[agent_ch])
+
+    def _unbridge(self, agent_ch: Channel, at_us: int) -> None:
+        if self.unbridged_by_leg is agent_ch:
+            self.emit(agent_ch, "agent_answer/CHANNEL_UNBRIDGE", "CHANNEL_UNBRIDGE", at_us)
+        else:
+            self.emit(self.channel, "client/CHANNEL_UNBRIDGE", "CHANNEL_UNBRIDGE", at_us)
+
+    def _complete_legs(self, legs: list[Channel]) -> None:
+        for leg_ch in legs:
+            self.emit(leg_ch, f"{leg_ch.role_shape}/CHANNEL_HANGUP_COMPLETE", "CHANNEL_HANGUP_COMPLETE",
+                      leg_ch.times["hangup"])
 
     def _complete(self, triple, then_complete: list[Channel]) -> None:
         ch = self.channel
@@ -626,6 +666,8 @@ class Call:
                       app=self.socket_app)
         self._teardown()
         for leg_ch in then_complete:
+            if leg_ch is self.unbridged_by_leg:  # 13b: the client's end, then the leg's unbridge
+                self.emit(leg_ch, "agent_answer/CHANNEL_UNBRIDGE", "CHANNEL_UNBRIDGE", leg_ch.times["hangup"])
             self.emit(leg_ch, f"{leg_ch.role_shape}/CHANNEL_HANGUP_COMPLETE", "CHANNEL_HANGUP_COMPLETE",
                       leg_ch.times["hangup"])
         session = self.session

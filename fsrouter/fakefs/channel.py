@@ -119,6 +119,9 @@ class Channel:
         self.router_vars: dict[str, str] = {}      # set/export/multiset by the router, in FreeSWITCH's order
         self.exported: list[str] = []
         self.dynamic: dict[str, str | None] = {}   # outcome variables the fake computed
+        self.operator = ""                         # a transfer: the extension who passed the call on
+        self.operator_uuid = ""                    # ... and their leg (att_xfer: it originated this one)
+        self.headers: dict[str, str] = {}          # headers FreeSWITCH rewrote (att_xfer's caller ID swap)
         self.app: tuple[str, str, str] | None = None  # (name, data, Application-UUID) running now
         self.last_app: tuple[str, str] | None = None
         self.alive = True
@@ -147,7 +150,8 @@ class Channel:
         other = self.other
         return {"uuid": self.uuid, "other_uuid": other.uuid if other else self.peer_uuid, "caller": self.caller,
                 "dest": self.dest, "ext": self.ext or (other.ext if other else ""),
-                "group": self.group, "core_uuid": core_uuid}
+                "group": self.group, "core_uuid": core_uuid, "operator": self.operator,
+                "operator_uuid": self.operator_uuid, "other_caller": other.caller if other else ""}
 
     def render(self, shape: str, event_name: str, seq: int, now_us: int, core_uuid: str,
                app: tuple[str, str, str] | None = None, response: str = "_none_") -> bytes:
@@ -164,8 +168,12 @@ class Channel:
         seen_dynamic = set()
         last_var_at = None
         no_other = self.other is None
+        rewritten = self.headers
         for name, kind, payload, var, other in compiled(shape):
             if other and no_other:
+                continue
+            if rewritten and name in rewritten:
+                out.append(f"{name}: {fs_quote(rewritten[name])}\n")
                 continue
             if var is not None and var in dynamic:
                 seen_dynamic.add(var)

@@ -21,6 +21,7 @@ from .channel import Channel
 from .clock import Clock
 from .inbound import MALFORMED, InboundServer, Replay, job_uuid, load_replay
 from .outcalls import OutCall, OutCallHandle
+from .transfers import Transfer
 from .wire import Command, command_reply
 
 
@@ -79,10 +80,12 @@ class FakeFreeSWITCH:
     # -- agents and calls ------------------------------------------------------------------------------
     def agent(self, ext: str, answers_after: float | None = 2.0, talk: float = 12.0, *,
               never_answers: bool = False, busy: bool = False, not_registered: bool = False,
-              hangs_up_after: float | None = None, early_media: bool = False) -> Agent:
-        """Script agent `ext` (replacing an earlier script of the same extension)."""
+              hangs_up_after: float | None = None, early_media: bool = False,
+              transfer: Transfer | None = None) -> Agent:
+        """Script agent `ext` (replacing an earlier script of the same extension). `transfer`: after
+        `talk` seconds with the client, the agent passes them on (fakefs/transfers.py)."""
         agent = Agent(ext, None if never_answers else answers_after, talk, hangs_up_after, busy,
-                      not not_registered, early_media)
+                      not not_registered, early_media, transfer=transfer)
         before = self.agents.get(ext)
         self.agents[ext] = agent
         if agent.registered != (before is not None and before.registered):

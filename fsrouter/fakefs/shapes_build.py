@@ -22,6 +22,7 @@ C11_IN = "11-sip-call-answered-12s-inbound-view.fs-to-client.raw"
 C11_OUT = "11-sip-call-answered-12s.fs-to-client.raw"
 C08_IN = "08-sip-call-sticky-timeout-then-group-inbound-view.fs-to-client.raw"
 C09 = "09-sip-agent-outbound-calls.fs-to-client.raw"
+C13B = "13b-sip-attended-transfer-att-xfer-inbound-view.fs-to-client.raw"
 
 # The values that name the call in each recording, and the placeholder each becomes.
 _CALL11 = {
@@ -41,6 +42,12 @@ _CALL09 = {
     "26f08f22-fc03-4dd2-9cc4-24b0566ded5d": "leg",     # the outside party (a stand-in PSTN leg)
     "d8c059fe-2e36-478e-bde8-46e1f54ddf98": "leg",     # the outside party that never answered
     "numbers": {"+380671112233": "dest", "+380672223344": "dest", "1004": "ext"},
+}
+_CALL13B = {  # att_xfer: the operator's (1003's) leg bridges to the 1001 leg it originated
+    "1cff3aa8-9243-44d5-ac1c-8e9e297ce3e4": "leg",       # 1001's leg
+    "70a40f64-626b-4bda-a448-e3f2005624b0": "client",
+    "7cc75cd4-8642-43dc-84da-c7bb7fe4dcba": "operator",  # 1003's leg, which originated 1001's
+    "numbers": {"+380671112233": "other_caller", "5100": "dest", "1001": "ext", "1003": "operator"},
 }
 
 # shape name -> (capture, Event-Sequence, call). Roles: client = the caller's channel on the
@@ -90,6 +97,9 @@ TABLE = {
     "out_cancel/CHANNEL_CREATE": (C09, 193468, _CALL09),
     "out_cancel/CHANNEL_HANGUP": (C09, 193633, _CALL09),
     "out_cancel/CHANNEL_HANGUP_COMPLETE": (C09, 193645, _CALL09),
+    # An agent leg as a bridge's originator (a transfer: the fake's fakefs/transfers.py).
+    "agent_answer/CHANNEL_BRIDGE": (C13B, 647029, _CALL13B),
+    "agent_answer/CHANNEL_UNBRIDGE": (C13B, 647069, _CALL13B),
 }
 
 CORE_UUID = "d6e5c7e7-2cbd-4c0b-9e62-1fac66fc330d"  # the recording FreeSWITCH's own id
@@ -113,11 +123,13 @@ def _substitute(name: str, value: str, own_uuid: str, call: dict) -> str:
     value = value.replace(CORE_UUID, "⟨core_uuid⟩")
     if name == "variable_fsrouter_group":
         return "⟨group⟩"
-    for uuid in call:
+    for uuid, role in call.items():
         if uuid == "numbers":
             continue
         if uuid in value:
-            value = value.replace(uuid, "⟨uuid⟩" if uuid == own_uuid else "⟨other_uuid⟩")
+            token = ("⟨uuid⟩" if uuid == own_uuid else
+                     "⟨operator_uuid⟩" if role == "operator" else "⟨other_uuid⟩")
+            value = value.replace(uuid, token)
     if not _NO_NUMBER_SUBST.match(name):
         for number, token in sorted(call["numbers"].items(), key=lambda kv: -len(kv[0])):
             value = re.sub(r"(?<![0-9+])" + re.escape(number) + r"(?![0-9])", f"⟨{token}⟩", value)

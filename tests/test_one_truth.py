@@ -25,12 +25,12 @@ from http_fakes import FakeCrm
 from fsrouter.binding_path import BindingPath
 from fsrouter.cli import main
 from fsrouter.config import load_config
-from fsrouter.core import ownership
+from fsrouter.core import live, ownership
 from fsrouter.core.model import INBOUND, OUTBOUND, SCOPE_MEMBERS, Call
 from fsrouter.core.ownership import BUSY, OFFLINE
 from fsrouter.http.api import Api, RateLimit
 from fsrouter.http.crm import CrmClient
-from fsrouter.http.outbox import Outbox
+from fsrouter.http.outbox import LiveEvents, Outbox
 from fsrouter.service import Service
 from fsrouter.store import Store
 
@@ -200,10 +200,16 @@ def observe(office: Office, s: Situation) -> dict:
     # A call from the number that nobody answered: the sticky leg (if any) rang as the daemon
     # decided; then who owns the missed call.
     now = datetime.now(UTC)
-    office.service.record_call(Call(INBOUND, s.number, None, now - timedelta(minutes=5),
-                                    now - timedelta(minutes=4), group=s.group, uuid=f"missed-{s.name}",
-                                    sticky_agent=plan["agent"], rung=tuple(filter(None, [plan["agent"]])),
-                                    route="sticky" if plan["agent"] else "fallback", outcome="missed"))
+    missed_call = Call(INBOUND, s.number, None, now - timedelta(minutes=5), now - timedelta(minutes=4),
+                       group=s.group, uuid=f"missed-{s.name}", sticky_agent=plan["agent"],
+                       rung=tuple(filter(None, [plan["agent"]])), route="sticky" if plan["agent"] else "fallback",
+                       outcome="missed")
+    office.service.record_call(missed_call)
+    # The call's webhooks are the listener's live story: its end, through the daemon's LiveEvents.
+    told = LiveEvents(office.service)
+    told.put(live.Transition(live.MISSED, missed_call.uuid, missed_call.ended_at, INBOUND, s.number,
+                             group=s.group, seq=1, call=missed_call))
+    assert told.flush()
     (row,) = [r for r in json.loads(office.cli("calls", "missed", "--json")) if r["uuid"] == f"missed-{s.name}"]
     seen["missed_owner"] = row["owner"]
     report = json.loads(office.cli("report", "--json"))

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 import gevent
 import gevent.event
 import gevent.pool
-import peewee
 import structlog
 
 from ..core import live, webhooks
@@ -34,6 +33,7 @@ from . import client as http_client
 log = structlog.get_logger("fsrouter.http.outbox")
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
+COALESCE = 0.01  # seconds the sender lets wake-ups gather before a round (see Sender._loop)
 STATES = (PENDING, SENT, DEAD)
 
 
@@ -69,6 +69,17 @@ class Outbox:
     def __init__(self, store):
         self.store = store
         self.table = store.m.Outbox
+        # The sender's queries run for every batch of deliveries: written once, as SQL (building
+        # them with peewee cost more than running them).
+        q, table = store.db.param, f'"{self.table._meta.table_name}"'
+        self._columns = ("id", "event_id", "event_type", "target", "state", "attempts", "created_at", "next_at",
+                         "last_error", "sent_at", "body")
+        self._due_sql = (
+            f'SELECT {", ".join(f"o.{c}" for c in self._columns)} FROM {table} o '
+            f"WHERE o.state = {q} AND o.next_at <= {q} AND (o.in_order IS NULL OR NOT EXISTS ("
+            f"SELECT 1 FROM {table} e WHERE e.in_order = o.in_order AND e.target = o.target "
+            f"AND e.state = {q} AND e.id < o.id)) ORDER BY o.next_at, o.id LIMIT {q}")
+        self._table_sql = table
 
     def count(self, state: str = PENDING) -> int:
         return self.table.select().where(self.table.state == state).count()
@@ -84,19 +95,30 @@ class Outbox:
         """Pending rows whose time has come, but no call event while an earlier one of its call
         (for the same URL) is still pending: a call's events go out in the order written."""
         t = self.table
-        earlier = t.alias()
-        waits = earlier.select(earlier.id).where(earlier.in_order == t.in_order, earlier.target == t.target,
-                                                 earlier.state == PENDING, earlier.id < t.id)
-        query = (t.select().where(t.state == PENDING, t.next_at <= now,
-                                  t.in_order.is_null() | ~peewee.fn.EXISTS(waits))
-                 .order_by(t.next_at, t.id).limit(limit))
-        return [_entry(row) for row in query]
+        to_db, to_time = t.next_at.db_value, t.next_at.python_value
+        rows = self.store.db.execute_sql(self._due_sql, (PENDING, to_db(now), PENDING, limit)).fetchall()
+        return [Entry(i, event_id, kind, target, state, attempts, to_time(created), to_time(next_at), error or "",
+                      to_time(sent), body)
+                for i, event_id, kind, target, state, attempts, created, next_at, error, sent, body in rows]
 
     def claim(self, entry: Entry, until: datetime) -> bool:
         """Take the row for one delivery attempt, unless someone else did since it was read."""
         t = self.table
         return t.update(next_at=until).where(t.id == entry.id, t.state == PENDING,
                                              t.next_at == entry.next_at).execute() == 1
+
+    def claim_many(self, entries: list[Entry], now: datetime, until: datetime) -> list[Entry]:
+        """claim() for a batch, in two statements: take those still due (not claimed meanwhile:
+        a claim moves next_at past now), then read back which carry this claim's `until`."""
+        if not entries:
+            return []
+        ids, db, q, to_db = [entry.id for entry in entries], self.store.db, self.store.db.param, self.table.next_at.db_value
+        marks = ", ".join([q] * len(ids))
+        db.execute_sql(f"UPDATE {self._table_sql} SET next_at = {q} WHERE state = {q} AND next_at <= {q} "
+                       f"AND id IN ({marks})", (to_db(until), PENDING, to_db(now), *ids))
+        mine = {i for (i,) in db.execute_sql(f"SELECT id FROM {self._table_sql} WHERE next_at = {q} AND id IN ({marks})",
+                                             (to_db(until), *ids)).fetchall()}
+        return [entry for entry in entries if entry.id in mine]
 
     def release(self, entry: Entry, until: datetime, now: datetime) -> bool:
         """Give back a claim (`until`) whose delivery was cut off: the row is due again now."""
@@ -106,6 +128,13 @@ class Outbox:
     def delivered(self, entry: Entry, now: datetime) -> None:
         t = self.table
         t.update(state=SENT, sent_at=now, attempts=entry.attempts + 1, last_error="").where(t.id == entry.id).execute()
+
+    def delivered_many(self, entries: list[Entry], now: datetime) -> None:
+        q = self.store.db.param
+        self.store.db.execute_sql(
+            f"UPDATE {self._table_sql} SET state = {q}, sent_at = {q}, attempts = attempts + 1, last_error = '' "
+            f"WHERE id IN ({', '.join([q] * len(entries))})",
+            (SENT, self.table.sent_at.db_value(now), *(entry.id for entry in entries)))
 
     def failed(self, entry: Entry, error: str, next_at: datetime, dead: bool) -> None:
         t = self.table
@@ -157,6 +186,9 @@ class Sender:
         self._greenlet = None
         self._running = False
         self._in_flight: dict[int, tuple[Entry, datetime]] = {}  # id -> (row, claimed until)
+        # Delivered rows not marked sent yet: marked together by the next run_once (one UPDATE
+        # for many rows: a commit per row held up everything else on SQLite).
+        self._delivered: list[Entry] = []
         self._counted_at = 0.0
         self._pruned_at = 0.0
 
@@ -177,6 +209,7 @@ class Sender:
             self._greenlet.kill(block=False)
         self.pool.join(timeout)
         self.pool.kill(block=True, timeout=1.0)
+        self._mark_delivered()
         # Deliveries cut off here give their claim back, so the next start (or another node) tries
         # them at once rather than when the claim would have run out.
         now = datetime.now(UTC)
@@ -201,24 +234,26 @@ class Sender:
                 log.warning("outbox.read_failed", error=str(exc)[:200])
                 gevent.sleep(min(self.poll * 2 ** errors, 30.0))
                 continue
-            self._wake.wait(self.poll)
+            if self._wake.wait(self.poll):
+                # What else is done or written meanwhile joins this round: one claim and one mark
+                # for many rows rather than a round per row (a call event waits at most this).
+                gevent.sleep(COALESCE)
 
     def run_once(self) -> int:
         """Claim what is due (as much as the pool can take) and start posting it; how many started."""
+        self._mark_delivered()  # first: a call's next event is due once the one before is sent
         now = datetime.now(UTC)
         started = 0
         free = self.pool.free_count()
         if free:
+            # A claim's own `until` (to the microsecond), so it reads back only its own rows.
+            until = now + timedelta(seconds=self.timeout + 30, microseconds=random.randrange(1_000_000))
             with self.lock:
-                due = self.outbox.due(now, free)
-            for entry in due:
-                until = now + timedelta(seconds=self.timeout + 30)
-                with self.lock:
-                    claimed = self.outbox.claim(entry, until)
-                if claimed:
-                    self._in_flight[entry.id] = (entry, until)
-                    self.pool.spawn(self._deliver, entry)
-                    started += 1
+                claimed = self.outbox.claim_many(self.outbox.due(now, free), now, until)
+            for entry in claimed:
+                self._in_flight[entry.id] = (entry, until)
+                self.pool.spawn(self._deliver, entry)
+                started += 1
         clock = time.monotonic()
         if clock - self._counted_at >= min(self.poll, 2.0):
             with self.lock:
@@ -249,7 +284,7 @@ class Sender:
         try:
             with self.lock:
                 if not error:
-                    self.outbox.delivered(entry, now)
+                    self._delivered.append(entry)  # marked by the next run_once, with the others
                 else:
                     attempts = entry.attempts + 1
                     dead = attempts >= self.max_attempts
@@ -268,6 +303,16 @@ class Sender:
             self._result("dead" if dead else "failed")
             log.warning("webhook.failed", event_type=entry.event_type, event_id=entry.event_id,
                         url=entry.target, attempt=entry.attempts + 1, error=error[:200], dead=dead)
+
+    def _mark_delivered(self) -> None:
+        done, self._delivered = self._delivered, []
+        if not done:
+            return
+        try:
+            with self.lock:
+                self.outbox.delivered_many(done, datetime.now(UTC))
+        except Exception as exc:  # their claims run out and they are sent again: the ids dedupe
+            log.warning("outbox.update_failed", ids=len(done), error=str(exc)[:200])
 
     def delay(self, attempts: int) -> float:
         """Seconds before attempt `attempts + 1`: base * 2^(attempts-1), capped, with jitter."""

@@ -407,9 +407,11 @@ class Daemon:
             store.webhook_urls = tuple(config.webhook_urls)
         if not config.webhook_urls:
             return None
-        # A connection of its own: deliveries never wait for, or hold up, a call's decision.
-        sender = Sender(Outbox(Store.open(cooperative_url(config.database or default_database_url()))),
-                        config.webhook_secret,
+        # On the call writer's connection, under its lock: SQLite has one writer at a time, and a
+        # sender on a connection of its own met "database is locked" behind the writer's commits,
+        # backed off and let its claims run out (call events 35 s late in the bench's live
+        # section). Not the routing connection: deliveries never hold up a call's decision.
+        sender = Sender(Outbox(self.writer.service.store), config.webhook_secret, lock=self.write_lock,
                         timeout=config.webhook_timeout, on_result=self.metrics.webhook_result)
         for store in stores:
             store.on_event = sender.wake
@@ -536,7 +538,6 @@ class Daemon:
             self.api.stop()
         if self.sender is not None:  # what is not sent yet waits in the outbox for the next start
             self.sender.stop(timeout=2.0)
-            self.sender.outbox.store.close()
         log.info("daemon.stopped", calls_written=self.writer.written, pending=len(self.writer.pending))
         self.stopped.set()
 

@@ -281,17 +281,19 @@ class Sender:
             error = f"no answer within {self.timeout:g}s"
         now = datetime.now(UTC)
         self._in_flight.pop(entry.id, None)  # from here on the row's fate is written (or its claim runs out)
-        try:
-            with self.lock:
-                if not error:
-                    self._delivered.append(entry)  # marked by the next run_once, with the others
-                else:
+        if not error:
+            # Marked by the next round, with the others: no wait here for the database's lock,
+            # which the call writer holds through its batches (the pool's slot is free at once).
+            self._delivered.append(entry)
+        else:
+            try:
+                with self.lock:
                     attempts = entry.attempts + 1
                     dead = attempts >= self.max_attempts
                     self.outbox.failed(entry, error, now + timedelta(seconds=self.delay(attempts)), dead)
-        except Exception as exc:  # the claim runs out and the row is tried again: the id dedupes
-            log.warning("outbox.update_failed", id=entry.id, error=str(exc)[:200])
-            return
+            except Exception as exc:  # the claim runs out and the row is tried again: the id dedupes
+                log.warning("outbox.update_failed", id=entry.id, error=str(exc)[:200])
+                return
         if not error:
             self.sent += 1
             self._result("sent")
@@ -311,7 +313,8 @@ class Sender:
         try:
             with self.lock:
                 self.outbox.delivered_many(done, datetime.now(UTC))
-        except Exception as exc:  # their claims run out and they are sent again: the ids dedupe
+        except Exception as exc:  # marked at the next round (or their claims run out: the ids dedupe)
+            self._delivered = done + self._delivered
             log.warning("outbox.update_failed", ids=len(done), error=str(exc)[:200])
 
     def delay(self, attempts: int) -> float:

@@ -21,6 +21,7 @@ import structlog
 
 from . import esl  # noqa: F401  (greenswitch header fix)
 from .config import Config, default_database_url, load_config
+from .core import live
 from .core.model import Call
 from .core.routing import BUSY
 from .esl.catchup import CdrCatchup
@@ -281,7 +282,8 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         self.loss = LossWatch(self._with_store, self.node)
         self.catchup = (CdrCatchup(config.cdr_dir, self.service, self.node, lock=self.db_lock,
-                                   clock=self.loss.now, pending=lambda: self.writer.pending)
+                                   clock=self.loss.now, pending=lambda: self.writer.pending,
+                                   on_recovered=self._recovered)
                         if config.cdr_dir else None)
         self._loss_greenlets: list[gevent.Greenlet] = []
         # Presence (docs/presence-and-hours.md): who is on a call, from the same events, and whose
@@ -395,6 +397,11 @@ class Daemon:
         for call in self.tracker.feed(headers):  # its transitions went to _on_transition meanwhile
             self.writer.put(call)
         self.gap_watch.check()
+
+    def _recovered(self, call) -> None:
+        """A call the catch-up recovered from a CDR: its story is told now, at its end."""
+        for transition in live.story_of_finished(call):
+            self._on_transition(transition)
 
     def _on_transition(self, transition) -> None:
         self.hub.publish(transition)

@@ -150,6 +150,17 @@ def test_transferred_call_sends_one_event_per_hand_over(store):
         ("1001", "1002", "1001", 1), ("1002", "1003", "1001", 2)]
 
 
+def test_a_call_recovered_from_a_cdr_tells_its_story_at_its_end(store):
+    # The catch-up recovers calls nobody listened to: their answer or miss, then their end.
+    answered, nobody = inbound(), inbound(agent=None, uuid="call-2")
+    assert [(t.kind, t.seq, t.agent) for t in live.story_of_finished(answered)] == [
+        ("answered", 1, "1001"), ("ended", 2, "1001")]
+    assert [(t.kind, t.seq, t.agent) for t in live.story_of_finished(nobody)] == [
+        ("missed", 1, "1002"), ("ended", 2, None)]
+    bodies = write_live(store, *live.story_of_finished(nobody))
+    assert [(b["type"], b["data"]["notify"]) for b in bodies] == [("call.missed", "group"), ("call.ended", "group")]
+
+
 def test_tracker_tells_transfers_and_the_recording_path_off_the_events():
     from test_events_rules import FakeSwitch
 

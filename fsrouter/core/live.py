@@ -15,9 +15,10 @@ Kinds, and what `agent` names in each:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from .missed import is_missed
 from .model import Call
 
 RINGING = "ringing"
@@ -43,3 +44,19 @@ class Transition:
     seq: int = 0  # the transition's place in its call's story, from 1
     # missed, ended: the finished call record, told from the same story (esl/events.py)
     call: Call | None = field(default=None, compare=False, repr=False)
+
+
+def story_of_finished(call: Call) -> list[Transition]:
+    """The transitions of a call known only once it was over (recovered from a CDR by the
+    catch-up, while nobody listened): its answer, or that it was missed (core.missed.is_missed),
+    then its end; numbered from 1, as the listener would have numbered a story it saw whole."""
+    base = {"call_uuid": call.uuid or "", "direction": call.direction, "client": call.client, "group": call.group}
+    told = []
+    if call.answered and call.agent:
+        told.append(Transition(ANSWERED, at=call.answered_at or call.started_at, agent=call.agent,
+                               route=call.route, **base))
+    if is_missed(call):
+        told.append(Transition(MISSED, at=call.ended_at, agent=call.rung[-1] if call.rung else None, call=call,
+                               **base))
+    told.append(Transition(ENDED, at=call.ended_at, agent=call.agent, call=call, **base))
+    return [replace(t, seq=n) for n, t in enumerate(told, start=1)]

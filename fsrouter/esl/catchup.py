@@ -62,7 +62,8 @@ class CatchupStats:
 class CdrCatchup:
     def __init__(self, directory: str | os.PathLike, service, node: str, lock=None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), settle: timedelta = SETTLE,
-                 pending: Callable[[], Iterable[Call]] = tuple):
+                 pending: Callable[[], Iterable[Call]] = tuple,
+                 on_recovered: Callable[[Call], None] = lambda _call: None):
         self.directory = Path(directory)
         self.service = service
         self.node = node
@@ -70,6 +71,7 @@ class CdrCatchup:
         self.clock = clock
         self.settle = settle
         self.pending = pending  # calls the listener finished that its writer has not committed yet
+        self.on_recovered = on_recovered  # each call recorded, once committed (the daemon tells its end)
         self.stats = CatchupStats()
 
     @property
@@ -172,6 +174,7 @@ class CdrCatchup:
         recovered: Counter = Counter()
         learned: Counter = Counter()
         lines = []  # logged once committed: a transaction that fails is tried again, whole
+        done = []
         with self.lock, store.transaction():
             waiting = {call.uuid for call in self.pending()}
             known = store.known_call_uuids(call.uuid for call in calls) | waiting
@@ -182,6 +185,7 @@ class CdrCatchup:
                 known.add(call.uuid)  # a call twice in the files (a file read again) counts once
                 window = window_of(call, windows)
                 binding = self.service.record_call(call)
+                done.append(call)
                 recovered[window.id] += 1
                 learned[window.id] += binding is not None
                 lines.append({"uuid": call.uuid, "window": window.id, "direction": call.direction,
@@ -192,5 +196,7 @@ class CdrCatchup:
             store.set_cdr_cursor(self.node, key, str(path), offset)
         for line in lines:
             log.info("call.recovered", **line)
+        for call in done:
+            self.on_recovered(call)
         self.stats.recovered += sum(recovered.values())
         self.stats.learned += sum(learned.values())

@@ -12,6 +12,7 @@ from captures import captures_dir
 from office import Office
 from test_events_replay import events_of, expected_cases, subscribed
 
+from fsrouter.binding_path import BindingPath
 from fsrouter.core import live
 from fsrouter.esl.frames import event_headers, parse_stream
 from fsrouter.fakefs import ATT_XFER, ATTENDED, BLIND, Transfer
@@ -63,7 +64,7 @@ def play(tmp_path, kind: str):
     """A client bound to 1003 calls; 1003 answers and passes them on to 1001 as `kind` says."""
     office = Office(tmp_path)
     try:
-        office.store.set_manual_binding(CLIENT, "1003", datetime.now(UTC))
+        BindingPath(office.store).set_manual_binding(CLIENT, "1003", datetime.now(UTC))
         office.fake.agent("1003", answers_after=1, talk=3, transfer=Transfer(kind, "1001"))
         office.fake.agent("1001", answers_after=1, talk=12.6)
         with office.daemon.hub.subscribe() as page:

@@ -409,7 +409,7 @@ class LiveEvents:
             with self.lock, store.transaction():
                 agents, groups = self.service.agents(), self.service.groups()
                 events = [self._event(t, agents, groups) for t in told]
-                store.write_events(events)
+                store.add_events(events)
         except Exception as exc:  # the database is away: kept, and tried again
             self.failures += 1
             log.warning("webhooks.write_failed", uuid=told[0].call_uuid, events=len(told), error=str(exc)[:200],

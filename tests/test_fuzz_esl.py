@@ -134,7 +134,10 @@ def test_parse_stream_raises_only_frame_error(data):
 # FreeSWITCH never writes an empty value (not one of the captures' header lines has one); a block
 # whose last line is "Name:" would be read by greenswitch as a continuation of the line before.
 @FAST
-@given(st.dictionaries(NAME.filter(lambda n: n != "_body"), HOSTILE.filter(bool), min_size=1, max_size=6),
+# Content-Length is the frame's own header (event_plain writes it for the body): as a generated
+# name it came back once, not as the extra header the assertion looks for.
+@given(st.dictionaries(NAME.filter(lambda n: n not in ("_body", "Content-Length")), HOSTILE.filter(bool),
+                       min_size=1, max_size=6),
        st.text(max_size=30).map(str.encode))
 def test_event_values_never_split_into_extra_headers(headers, body):
     """Encoded as FreeSWITCH encodes them, any values come back as the same header names, both

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 
+import gevent
 import pytest
 import structlog
 from cdr_lines import AGENTS, SITUATIONS, listener_calls, shipped_lines
@@ -224,3 +225,18 @@ def test_calls_still_in_the_listeners_writer_are_not_recorded_again(tmp_path):
     job = catchup(service, tmp_path / "cdr", pending=lambda: waiting)
     assert job.poll() == 2
     assert SITUATIONS["e"] not in {c.uuid for c in service.store.calls()}
+
+
+def test_a_failing_catch_up_warns_once_until_it_works_again(tmp_path):
+    service = rig(tmp_path)
+    job = catchup(service, tmp_path / "cdr")  # the folder is not there yet
+    structlog.reset_defaults()
+    with capture_logs() as logs:
+        runner = gevent.spawn(job.run, 0.01)
+        gevent.sleep(0.1)
+        write_cdrs(tmp_path / "cdr")
+        gevent.sleep(0.1)
+        runner.kill()
+    assert job.stats.errors >= 3
+    assert [e["event"] for e in logs if e["event"].startswith("cdr.catchup")] == ["cdr.catchup_failed",
+                                                                                 "cdr.catchup_resumed"]

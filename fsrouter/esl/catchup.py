@@ -103,13 +103,23 @@ class CdrCatchup:
         return self.stats.recovered - before
 
     def run(self, every: float = 5.0) -> None:
-        """poll() every `every` seconds, for ever (a greenlet of the daemon)."""
+        """poll() every `every` seconds, for ever (a greenlet of the daemon). A failure is logged
+        when it starts or changes, not every pass, and its end once."""
+        failing = ""
         while True:
             try:
                 self.poll()
             except Exception as exc:  # noqa: BLE001  (the database or the folder is away: try again next time)
                 self.stats.errors += 1
-                log.warning("cdr.catchup_failed", directory=str(self.directory), error=str(exc)[:200])
+                error = str(exc)[:200]
+                if error != failing:
+                    log.warning("cdr.catchup_failed", directory=str(self.directory), error=error,
+                                retry_every_seconds=every)
+                failing = error
+            else:
+                if failing:
+                    log.info("cdr.catchup_resumed", directory=str(self.directory))
+                failing = ""
             gevent.sleep(every)
 
     def _files(self) -> list[tuple[str, Path, int]]:

@@ -281,10 +281,15 @@ class Daemon:
         # was not listening"): what the listener missed is recovered from FreeSWITCH's CDR files.
         self.node = config.node or socket.gethostname()
         self.loss = LossWatch(self._with_store, self.node)
-        self.catchup = (CdrCatchup(config.cdr_dir, self.service, self.node, lock=self.db_lock,
-                                   clock=self.loss.now, pending=lambda: self.writer.pending,
-                                   on_recovered=self._recovered)
-                        if config.cdr_dir else None)
+        self.catchup = None
+        if config.cdr_dir:
+            # Its own connection too (as the writer's): recovering a long window's calls never
+            # holds up a routing decision.
+            own = service is None
+            self.catchup = CdrCatchup(
+                config.cdr_dir, Service(Store.open(url)) if own else self.service, self.node,
+                lock=None if own else self.db_lock, clock=self.loss.now, pending=lambda: self.writer.pending,
+                on_recovered=self._recovered)
         self._loss_greenlets: list[gevent.Greenlet] = []
         # Presence (docs/presence-and-hours.md): who is on a call, from the same events, and whose
         # phone is registered, asked of FreeSWITCH (sofia_contact) on the same connection.
@@ -409,7 +414,8 @@ class Daemon:
             self.live_events.put(transition)
 
     def _outbox_sender(self, config: Config) -> Sender | None:
-        stores = {id(s): s for s in (self.service.store, self.writer.service.store)}.values()
+        stores = {id(s): s for s in (self.service.store, self.writer.service.store,
+                                     *([self.catchup.store] if self.catchup else []))}.values()
         for store in stores:
             store.webhook_urls = tuple(config.webhook_urls)
         if not config.webhook_urls:

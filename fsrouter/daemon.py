@@ -280,7 +280,7 @@ class Daemon:
         # Loss windows and the CDR catch-up (docs/operations.md, "Calls that ended while fsrouter
         # was not listening"): what the listener missed is recovered from FreeSWITCH's CDR files.
         self.node = config.node or socket.gethostname()
-        self.loss = LossWatch(self._with_store, self.node)
+        self.loss = LossWatch(self._with_store, self.node, unwritten=lambda: self.writer.pending)
         self.catchup = None
         if config.cdr_dir:
             # Its own connection too (as the writer's): recovering a long window's calls never

@@ -130,3 +130,20 @@ def test_windows_are_dated_by_freeswitchs_clock_not_fsrouters(tmp_path):
     w.unsubscribed("connection closed")
     [window] = store.loss_windows("n1")
     assert window.opened_at == fs.at - timedelta(seconds=2)  # the last event's time
+
+
+def test_a_mark_never_passes_a_call_the_writer_has_not_written(tmp_path):
+    # The database was away: the listener's writer still holds a call that ended at T0+10 s.
+    # A SIGKILL now must leave a window that takes it (the catch-up recovers it from its CDR).
+    store, clock = Store.open(f"sqlite:///{tmp_path}/w.db"), Clock()
+    waiting = [call(5, 10)]
+    w = LossWatch(lambda fn: fn(store), "n1", wall=lambda: clock.at, monotonic=lambda: clock.mono,
+                  unwritten=lambda: waiting)
+    w.subscribed()
+    event(w, clock)
+    clock.advance(60)
+    w.mark(force=True)
+    assert store.listener_mark("n1")[0] == T0 + timedelta(seconds=10)
+    waiting.clear()
+    w.mark(force=True)
+    assert store.listener_mark("n1")[0] == clock.at

@@ -44,7 +44,10 @@ log = structlog.get_logger("fsrouter.catchup")
 # fsrouter_in.csv, fsrouter_out.csv, and what rotate-on-hup renames them to (.YYYY-MM-DD-HH-MM-SS).
 FILE_RE = re.compile(r"\Afsrouter_(?:in|out)\.csv(?:\.[0-9-]{1,32})?\Z")
 SETTLE = timedelta(seconds=60)
-BATCH = 20  # calls per transaction: the database lock is shared with the calls being routed
+# Calls per transaction, and a yield between two: short enough that the loop (routing calls) and
+# the listener's writer (SQLite has one writer at a time) never wait long. Yielding inside a
+# transaction would hold the write lock meanwhile: a 300 s soak saw the writer starve that way.
+BATCH = 8
 MAX_LINE = 64 * 1024  # a "line" longer than this is garbage, not a CDR
 
 
@@ -167,6 +170,8 @@ class CdrCatchup:
                     break  # too recent: the listener may still be writing its own record
                 self.stats.lines += 1
                 offset = file.tell()
+                if self.stats.lines % 500 == 0:
+                    gevent.sleep(0)  # a long file read through holds up no call being routed
                 if call is not None and window_of(call, windows) is not None:
                     batch.append(call)
                 if len(batch) >= BATCH:

@@ -15,7 +15,7 @@ FreeSWITCH itself restarted.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -38,9 +38,12 @@ def _event_time(headers: Mapping) -> datetime | None:
 
 class LossWatch:
     def __init__(self, store_call: Callable, node: str, wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, unwritten: Callable[[], Iterable] = tuple):
         self._store_call = store_call  # store_call(fn) runs fn(store) where the store may be used
         self.node = node
+        # Calls the listener finished that are not in the store yet (the writer's queue): a mark
+        # never passes their end, or a SIGKILL would lose them outside any window.
+        self.unwritten = unwritten
         self.wall = wall
         self.monotonic = monotonic
         self.windows = 0  # windows closed since the daemon started (/metrics)
@@ -105,10 +108,11 @@ class LossWatch:
                     seconds=round((window.closed_at - window.opened_at).total_seconds(), 3))
 
     def mark(self, force: bool = False) -> None:
-        """While subscribed: the listener is known subscribed now (at most every MARK_EVERY)."""
+        """While subscribed: the listener is known subscribed, and every call that ended before
+        is in the store, up to now (at most every MARK_EVERY)."""
         now = self.monotonic()
         if not force and self._marked_at is not None and now - self._marked_at < MARK_EVERY:
             return
         self._marked_at = now
-        at = self.now()
+        at = min([self.now(), *(call.ended_at for call in list(self.unwritten()))])
         self._store_call(lambda store: store.set_listener_mark(self.node, at, self.core_uuid))

@@ -55,8 +55,9 @@ def test_a_killed_daemons_window_opens_at_its_last_mark_and_warns_once(tmp_path)
     first.started()  # the first start on this database: no window
     first.subscribed()
     event(first, clock)
-    for _ in range(12):  # 60 s subscribed; a mark every MARK_EVERY
+    for _ in range(12):  # 60 s subscribed, an event and a mark every MARK_EVERY
         clock.advance(5)
+        event(first, clock)
         first.mark()
     last_mark = clock.at
     clock.advance(MARK_EVERY - 0.1)  # SIGKILL just before the next mark, then 30 s away
@@ -142,8 +143,23 @@ def test_a_mark_never_passes_a_call_the_writer_has_not_written(tmp_path):
     w.subscribed()
     event(w, clock)
     clock.advance(60)
+    event(w, clock)
     w.mark(force=True)
     assert store.listener_mark("n1")[0] == T0 + timedelta(seconds=10)
     waiting.clear()
     w.mark(force=True)
     assert store.listener_mark("n1")[0] == clock.at
+
+
+def test_a_mark_goes_no_further_than_the_last_event_read(tmp_path):
+    # Events may wait unread in the socket's buffer: the calls they end are not in the store.
+    store, clock = Store.open(f"sqlite:///{tmp_path}/w.db"), Clock()
+    w = watch(store, clock)
+    w.subscribed()
+    w.mark(force=True)  # no event read yet: no mark
+    assert store.listener_mark("n1") is None
+    event(w, clock)
+    read = clock.at
+    clock.advance(4)
+    w.mark(force=True)
+    assert store.listener_mark("n1")[0] == read

@@ -3,6 +3,7 @@ with its binding_history row and its event; expiries reported once (report_expir
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 
 import peewee as pw
@@ -63,11 +64,14 @@ class BindingTables:
     def apply_binding_changes(self, changes: Sequence[BindingChange], events: Sequence[Event] = ()) -> None:
         """The one write of binding changes (binding_changes.py decides them): each change's row,
         a binding_history row for each reported change, and `events` into the outbox, all in one
-        transaction. Each row is written by compare-and-swap against the binding the change was
-        decided on: BindingRaced (nothing written) when another process changed it meanwhile.
+        transaction: the caller's (BindingPath reads, decides and writes in one), else its own.
+        Each row is written by compare-and-swap against the binding the change was decided on:
+        BindingRaced when another process changed it meanwhile (the transaction is undone).
         Manual bindings that are set (an import is a million) go in multi-row statements."""
         to_db = self.m.Binding.at.db_value
-        with self.transaction():
+        # Not a savepoint of its own inside the caller's: a call's learning is the hot path, and
+        # each savepoint is two more statements.
+        with nullcontext() if self.db.in_transaction() else self.transaction():
             upserts = []
             for change in changes:
                 old, new = change.old, change.new

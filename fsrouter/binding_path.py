@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from .core import binding_changes as changes_of
 from .core.binding_changes import BindingChange, Refused
 from .core.missed import CALLBACK, closed_by, closes_missed
-from .core.model import AUTO, MANUAL, SOURCES, Binding, Call, Group
+from .core.model import AUTO, MANUAL, SOURCES, Agent, Binding, Call, Group
 from .core.settings import Settings
 from .core.webhooks import Event, binding_changed, callback_done
 from .store import BindingRaced, Store, StoreError
@@ -28,17 +28,30 @@ ATTEMPTS = 20
 
 
 class BindingPath:
-    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 configuration: Callable[[], tuple[Settings, Mapping[str, Agent]]] | None = None):
         self.store = store
         self.clock = clock
+        # The settings and agents the events' bound_agent is decided under (the service passes
+        # its cached ones); by default read from the store.
+        self.configuration = configuration or (lambda: (store.settings(), store.agents()))
 
     # -- the one write -----------------------------------------------------------------------------
     def _events(self, changes: Iterable[BindingChange]) -> list[Event]:
-        """The binding.changed events of the reported changes (none without webhooks: an import of
-        a million need not build them for nobody)."""
-        if not self.store.webhook_urls:
+        """The binding.changed events of the reported changes, each with who is responsible for
+        the client after it (none without webhooks: an import of a million need not build them
+        for nobody). Read before the changes are written, in their transaction."""
+        reported = [c for c in changes if c.reported]
+        if not reported or not self.store.webhook_urls:
             return []
-        return [binding_changed(c) for c in changes if c.reported]
+        holders = self._holders_after(reported)
+        return [binding_changed(c, holders[c.client]) for c in reported]
+
+    def _holders_after(self, changes: list[BindingChange]) -> dict[str, str | None]:
+        clients = {c.client for c in changes}
+        settings, agents = self.configuration()
+        return changes_of.holders_after(self.store.bindings_of(clients), changes, agents, settings, self.clock(),
+                                        self.store.clients_of(clients))
 
     def _apply(self, decide: Callable[[], list[BindingChange]], what: str,
                events_around: Callable[[list[BindingChange]], list[Event]] | None = None) -> list[BindingChange]:
@@ -286,7 +299,8 @@ class BindingPath:
             candidates, after = self.store.expiry_page(after, now, learned_before, page)
             expired = changes_of.expired(candidates, by, now)
             if expired:
-                reported += self.store.report_expiries([(c, binding_changed(c)) for c in expired])
+                holders = self._holders_after(expired)
+                reported += self.store.report_expiries([(c, binding_changed(c, holders[c.client])) for c in expired])
             if after is None:
                 return reported
             pause()

@@ -91,7 +91,8 @@ class Service:
         self.store = store
         self.clock = clock
         self.cache_ttl = cache_ttl
-        self.bindings = BindingPath(store, clock)  # every binding change goes through it
+        # Every binding change goes through it; its events' bound_agent under the cached configuration.
+        self.bindings = BindingPath(store, clock, configuration=lambda: (self.settings(), self.agents()))
         self._snapshot: _Snapshot | None = None
         # The daemon's presence (presence.Presence.availability, or None: everyone available):
         # called as presence(agents, wait_for) -> {ext: OFFLINE | BUSY}.

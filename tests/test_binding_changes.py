@@ -140,6 +140,18 @@ def test_link_merge_writes_one_history_row_and_one_event_per_client_whose_agent_
     assert store.bindings_for(A)[AUTO].agent == "1002" and store.bindings_for(B) == {}
 
 
+def test_binding_changed_names_who_is_responsible_for_the_client_after_the_change(store):
+    path, recent = BindingPath(store), datetime.now(UTC) - timedelta(hours=1)  # inside the look-back window
+    path.set_manual_binding(A, "1002", recent)
+    learn(store, A, "1001", at=recent)  # learned 1001, but the manual binding routes first
+    learn(store, B, "1001", at=recent)
+    path.handover("1001", "1003")
+    path.block(B, "1003")
+    assert [(e["kind"], e["client"], e["bound_agent"]) for e in events(store)] == [
+        ("set", A, "1002"), ("learned", A, "1002"), ("learned", B, "1001"),
+        ("handover", A, "1002"), ("handover", B, "1003"), ("blocked", B, None)]
+
+
 def test_a_change_that_keeps_the_agent_is_written_but_not_reported(store):
     BindingPath(store).set_manual_binding(A, "1001", T0)
     Outbox(store).purge((PENDING,))

@@ -95,7 +95,8 @@ def test_recorded_call_writes_binding_changed_in_its_transaction_and_no_call_eve
     assert [r.event_type for r in rows] == ["binding.changed"]
     assert json.loads(rows[0].body)["data"] == {
         "client": CLIENT, "source": "auto", "old_agent": None, "new_agent": "1001",
-        "why": "answered inbound call, talked 30s", "kind": "learned", "expires_at": None, "call_uuid": "call-1"}
+        "why": "answered inbound call, talked 30s", "kind": "learned", "expires_at": None, "call_uuid": "call-1",
+        "bound_agent": "1002"}  # the manual binding still routes first: 1002 stays responsible
 
 
 def test_live_answered_and_ended_bodies(store):

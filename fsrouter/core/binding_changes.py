@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from . import overrides, rules
-from .model import AUTO, MANUAL, SOURCES, Binding, Call, Group
+from . import overrides, ownership, rules
+from .model import AUTO, MANUAL, SOURCES, Agent, Binding, Call, Group
 from .settings import Settings
 
 # The kinds of change: binding_history.kind, and `kind` in a binding.changed body.
@@ -199,6 +199,35 @@ def merged(target: str, mine: Mapping[str, Binding], absorbed: str, theirs: Mapp
             continue
         changes.append(BindingChange(target, source, held, replace(joining, client=target), MERGED, why, now))
     return changes
+
+
+# -- who is responsible after ----------------------------------------------------------------------
+
+def bindings_after(before: Mapping[str, Mapping[str, Binding]],
+                   changes: Iterable[BindingChange]) -> dict[str, dict[str, Binding]]:
+    """Each changed client's bindings by source once `changes` are written (`before`: as read)."""
+    after = {c.client: dict(before.get(c.client, {})) for c in changes}
+    for c in changes:
+        if c.new is None:
+            after[c.client].pop(c.source, None)
+        else:
+            after[c.client][c.source] = c.new
+    return after
+
+
+def holders_after(before: Mapping[str, Mapping[str, Binding]], changes: Iterable[BindingChange],
+                  agents: Mapping[str, Agent], settings: Settings, now: datetime,
+                  facts: Mapping[str, tuple[str, bool, frozenset[str]]]) -> dict[str, str | None]:
+    """Who is responsible for each changed client once `changes` are written: the ownership
+    rule's holder, in no group (a binding is every group's); `facts`: Store.clients_of's (client,
+    shared, blocked) of the clients that have any."""
+    alone = (None, False, frozenset())
+    holders = {}
+    for client, bindings in bindings_after(before, list(changes)).items():
+        _, shared, blocked = facts.get(client, alone)
+        holders[client] = ownership.decide(client, bindings, agents, settings, now, blocked=blocked,
+                                           shared=shared).holder
+    return holders
 
 
 # -- expiry ----------------------------------------------------------------------------------------

@@ -122,16 +122,17 @@ def live_event(t: live.Transition, bound: str | None, notify: tuple[str, list[st
     return Event(_call_id(t.call_uuid, kind=t.kind, n=t.seq), CALL_EVENT[t.kind], t.at, data)
 
 
-def binding_changed(change: BindingChange) -> Event:
-    """What the CRM hears of a reported binding change (binding_changes.BindingChange). The id is
-    derived from the change, so one change stored twice (an expiry seen by two daemons) is one
-    event."""
+def binding_changed(change: BindingChange, bound_agent: str | None = None) -> Event:
+    """What the CRM hears of a reported binding change (binding_changes.BindingChange), with who
+    is responsible for the client after it (`bound_agent`: binding_changes.holders_after, the
+    ownership rule's holder). The id is derived from the change, so one change stored twice (an
+    expiry seen by two daemons) is one event."""
     new = change.new
     key = (f"{change.client}|{change.source}|{change.kind}|{change.from_agent}|{change.to_agent}|"
            f"{iso(change.at)}|{iso(change.old.at) if change.old else None}|{change.call_uuid}")
     return Event(str(uuid.uuid5(_NAMESPACE, key)), BINDING_CHANGED, change.at, {
         "client": change.client, "source": change.source, "old_agent": change.from_agent,
-        "new_agent": change.to_agent, "why": change.why, "kind": change.kind,
+        "new_agent": change.to_agent, "why": change.why, "kind": change.kind, "bound_agent": bound_agent,
         "expires_at": iso(new.expires_at) if new else None, "call_uuid": change.call_uuid})
 
 

@@ -28,11 +28,11 @@ from subscription import EVENTS
 
 def fsrouter_worker(port: int, database: str, log_path: str, webhook: str | None = None):
     from fsrouter.config import Config
-    from fsrouter.daemon import Daemon
     from fsrouter.logs import configure_logging
+    from fsrouter.wiring import build_daemon
     configure_logging("json", os.environ.get("BENCH_LOG_LEVEL", "info"), stream=open(log_path, "w"))  # noqa: SIM115
     hooks = {"webhook_urls": (webhook,), "webhook_secret": "bench"} if webhook else {}
-    daemon = Daemon(Config(database=database, esl_port=port, listen_port=0, drain_timeout=1.0, **hooks))
+    daemon = build_daemon(Config(database=database, esl_port=port, listen_port=0, drain_timeout=1.0, **hooks))
     daemon.start()
     seen = {"transitions": 0}
     if webhook:

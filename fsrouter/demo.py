@@ -13,13 +13,11 @@ from pathlib import Path
 import click
 import gevent
 
+from . import wiring
 from .config import Config
-from .daemon import Daemon
 from .fakefs import FakeFreeSWITCH
 from .http.links import Links
 from .logs import configure_logging
-from .service import Service
-from .store import Store
 
 AGENTS = {"1001": "Anna", "1002": "Bohdan", "1003": "Olena", "1004": "Taras"}
 MARTA, IVAN = "0501234567", "+380671112233"
@@ -27,10 +25,6 @@ MARTA, IVAN = "0501234567", "+380671112233"
 
 class Demo:
     def __init__(self, speed: float, workdir: Path, listen: str = "127.0.0.1:0", linger: float = 0.0):
-        self.store = Store.open(f"sqlite:///{workdir}/demo.db")
-        self.store.add_group("sales")
-        for ext, name in AGENTS.items():
-            self.store.add_agent(ext, name, dial_string=f"user/{ext}@${{domain_name}}", groups=["sales"])
         self.fake = FakeFreeSWITCH(time_scale=0.01 / max(speed, 0.01)).start()
         # The pages need the API's listener, whose token signs their links: one made up for this run.
         config = Config(database=f"sqlite:///{workdir}/demo.db", esl_port=self.fake.esl_address[1],
@@ -38,7 +32,13 @@ class Demo:
                         api_listen=listen, api_token=secrets.token_urlsafe(24))
         self.links = Links(config.api_token)
         self.linger = linger
-        self.daemon = Daemon(config, Service(self.store, cache_ttl=0.0))
+        # The daemon of `fsrouter run`, on one connection that the demo reads too, and reading its
+        # configuration afresh for each call (an agent disabled mid-day rings no more at once).
+        self.daemon = wiring.build_daemon(config, one_connection=True, cache_ttl=0.0)
+        self.store = self.daemon.service.store
+        self.store.add_group("sales")
+        for ext, name in AGENTS.items():
+            self.store.add_agent(ext, name, dial_string=f"user/{ext}@${{domain_name}}", groups=["sales"])
         self.seen: dict[str, str | None] = {}
 
     def run(self) -> None:

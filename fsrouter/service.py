@@ -94,9 +94,6 @@ class Service:
         # Every binding change goes through it; its events' bound_agent under the cached configuration.
         self.bindings = BindingPath(store, clock, configuration=lambda: (self.settings(), self.agents()))
         self._snapshot: _Snapshot | None = None
-        # The daemon's presence (presence.Presence.availability, or None: everyone available):
-        # called as presence(agents, wait_for) -> {ext: OFFLINE | BUSY}.
-        self.presence = None
 
     # -- cached configuration --------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -168,8 +165,13 @@ class Service:
         return {**bindings, CRM: Binding(client=client, agent=crm.agent, source=CRM, at=now,
                                          why=f"CRM {crm.lookup}: {crm.value}")}
 
-    def route(self, caller_raw: str, group_name: str, now: datetime | None = None, crm=None) -> RoutePlan:
-        """The plan for one call; `crm` is the CRM's answer (crm_answer), asked beforehand."""
+    def route(self, caller_raw: str, group_name: str, now: datetime | None = None, crm=None,
+              presence=None) -> RoutePlan:
+        """The plan for one call; `crm` is the CRM's answer (crm_answer), asked beforehand.
+
+        `presence` (the daemon's, or `route --live`'s; None: everyone available) is called as
+        presence(agents, wait_for) -> {ext: OFFLINE | BUSY}: a decision's input, like `crm`, so the
+        service holds no connection to FreeSWITCH."""
         snapshot = self._fresh()
         group = snapshot.groups.get(group_name)
         if group is None:
@@ -179,12 +181,13 @@ class Service:
         if group is None:
             raise ServiceError(f"unknown group {group_name!r}")
         client = client_or_none(caller_raw, snapshot.settings.default_region)
-        bindings, extras = self._client_inputs(client, group, snapshot.agents)
+        bindings, extras = self._client_inputs(client, group, snapshot.agents, presence)
         now = now or self.clock()
         return routing.decide(client, group, now, snapshot.settings, self._with_crm(bindings, client, crm, now),
                               snapshot.agents, **extras)
 
-    def _client_inputs(self, client: str | None, group: Group, agents: dict[str, Agent]) -> tuple[dict, dict]:
+    def _client_inputs(self, client: str | None, group: Group, agents: dict[str, Agent],
+                       presence=None) -> tuple[dict, dict]:
         """The client's bindings (a number linked to a client reads the client's) and what decide
         takes besides: the agents the client is kept away from, whether the number is shared, and
         (with presence) who cannot take a call. One statement of indexed reads; presence waits
@@ -193,12 +196,12 @@ class Service:
             return {}, {}
         _owner, shared, blocked, bindings = self.store.routing_inputs(client)
         extras = {"blocked": blocked, "shared": shared}
-        if self.presence is not None and not shared:
+        if presence is not None and not shared:
             wait_for = {b.agent for b in bindings.values()}
             sequential = group.strategy == routing.SEQUENTIAL
             candidates = [a for a in agents.values()
                           if a.ext in wait_for or (sequential and group.name in a.groups)]
-            extras["availability"] = self.presence(candidates, wait_for)
+            extras["availability"] = presence(candidates, wait_for)
         return bindings, extras
 
     def fallback_plan(self, caller_raw: str, group_name: str,

@@ -17,8 +17,7 @@ from fsrouter.cli import main
 from fsrouter.config import Config
 from fsrouter.daemon import Daemon
 from fsrouter.fakefs import FakeFreeSWITCH
-from fsrouter.service import Service
-from fsrouter.store import Store
+from fsrouter.wiring import build_daemon
 
 AGENTS = ("1001", "1002", "1003", "1004")
 
@@ -26,15 +25,16 @@ AGENTS = ("1001", "1002", "1003", "1004")
 class Office:
     def __init__(self, tmp_path, time_scale: float = 0.005, **config):
         self.url = f"sqlite:///{tmp_path}/office.db"
-        self.store = Store.open(self.url)
-        self.store.add_group("sales")
-        for ext in AGENTS:
-            self.store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
         self.fake = FakeFreeSWITCH(time_scale=time_scale).start()
         self.config = Config(database=self.url, esl_port=self.fake.esl_address[1], listen_port=0,
                              drain_timeout=5.0, **config)
-        self.service = Service(self.store, cache_ttl=0.0)
-        self.daemon = Daemon(self.config, self.service)
+        # fsrouter run's wiring; the test reads and writes on the daemon's own connection.
+        self.daemon = build_daemon(self.config, one_connection=True, cache_ttl=0.0)
+        self.service = self.daemon.service
+        self.store = self.service.store
+        self.store.add_group("sales")
+        for ext in AGENTS:
+            self.store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
         self.daemon.start()
         assert self.daemon.listener.connected.wait(5), "the listener never connected to the fake"
 

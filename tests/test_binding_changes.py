@@ -20,7 +20,7 @@ from fsrouter.core import report
 from fsrouter.core.binding_changes import BindingChange, Refused
 from fsrouter.core.model import AUTO, MANUAL, Binding, Call, Group
 from fsrouter.core.settings import Settings
-from fsrouter.daemon import ExpirySweep
+from fsrouter.expiry import ExpirySweep
 from fsrouter.http.outbox import PENDING, Outbox
 from fsrouter.service import Service
 from fsrouter.store import Store

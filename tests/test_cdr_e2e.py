@@ -15,8 +15,8 @@ from fsrouter.core.cdr import call_from_cdr
 from fsrouter.core.loss import DAEMON_START, DISCONNECT, FREESWITCH_RESTART
 from fsrouter.daemon import Daemon
 from fsrouter.fakefs import FakeFreeSWITCH
-from fsrouter.service import Service
 from fsrouter.store import Store
+from fsrouter.wiring import build_daemon
 
 SCALE = 0.005  # 1 s of FreeSWITCH time is 5 ms: the catch-up's 60 s settle passes in 0.3 s
 
@@ -40,7 +40,7 @@ class Site:
         self.start()
 
     def start(self) -> None:
-        daemon = Daemon(self.config, Service(self.store, cache_ttl=0.0))
+        daemon = build_daemon(self.config, one_connection=True, cache_ttl=0.0)
         daemon.start()
         self.daemon = daemon
         self.daemons.append(daemon)

@@ -10,10 +10,9 @@ from office import settle
 from test_events_replay import captures_dir
 
 from fsrouter.config import Config
-from fsrouter.daemon import Daemon
 from fsrouter.fakefs import FakeFreeSWITCH
-from fsrouter.service import Service
 from fsrouter.store import Store
+from fsrouter.wiring import build_daemon
 
 
 def expected_cases():
@@ -31,8 +30,8 @@ def test_daemon_learns_from_replayed_capture_what_expected_json_says(tmp_path, c
         store.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
     fake = FakeFreeSWITCH().start()
     replay = fake.serve_capture(captures_dir() / f"{case}.fs-to-client.raw")
-    daemon = Daemon(Config(database=f"sqlite:///{tmp_path}/replay.db", esl_port=fake.esl_address[1], listen_port=0),
-                    Service(store, cache_ttl=0.0))
+    daemon = build_daemon(Config(database=f"sqlite:///{tmp_path}/replay.db", esl_port=fake.esl_address[1],
+                                 listen_port=0), one_connection=True, cache_ttl=0.0)
     daemon.start()
     try:
         assert replay.done.wait(10), "the capture was never streamed to the daemon"

@@ -204,11 +204,11 @@ def test_a_database_write_lock_held_elsewhere_never_stops_routing(tmp_path):
     import sqlite3
 
     from fsrouter.config import Config
-    from fsrouter.daemon import Daemon
+    from fsrouter.wiring import build_daemon
 
     office = Office(tmp_path)  # for its store and its fake; its daemon is replaced by one of
     office.daemon.stop()       # `fsrouter run`'s making, with connections of its own
-    office.daemon = Daemon(Config(database=office.url, esl_port=office.fake.esl_address[1], listen_port=0,
+    office.daemon = build_daemon(Config(database=office.url, esl_port=office.fake.esl_address[1], listen_port=0,
                                   drain_timeout=5.0))
     office.daemon.start()
     try:
@@ -248,12 +248,12 @@ def test_a_database_write_lock_held_elsewhere_never_stops_routing(tmp_path):
 def test_every_database_connection_of_the_daemon_waits_for_a_lock_only_briefly(tmp_path):
     """The routing, writing and webhook-outbox connections alike: a longer wait stops the loop."""
     from fsrouter.config import Config
-    from fsrouter.daemon import SQLITE_BUSY_TIMEOUT, Daemon
+    from fsrouter.wiring import SQLITE_BUSY_TIMEOUT, build_daemon
 
     office = Office(tmp_path)
     office.daemon.stop()
-    daemon = Daemon(Config(database=office.url, esl_port=office.fake.esl_address[1], listen_port=0,
-                           webhook_urls=("http://127.0.0.1:9/hook",), webhook_secret="s"))
+    daemon = build_daemon(Config(database=office.url, esl_port=office.fake.esl_address[1], listen_port=0,
+                                 webhook_urls=("http://127.0.0.1:9/hook",), webhook_secret="s"))
     try:
         stores = [daemon.service.store, daemon.writer.service.store, daemon.sender.outbox.store]
         for store in stores:

@@ -24,12 +24,11 @@ from structlog.testing import capture_logs
 
 from fsrouter.config import Config
 from fsrouter.core.model import AUTO
-from fsrouter.daemon import Daemon
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.sequence_watch import SequenceGapWatch
 from fsrouter.fakefs import FakeFreeSWITCH
-from fsrouter.service import Service
 from fsrouter.store import Store
+from fsrouter.wiring import build_daemon
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CLIENT = "+380501234567"
@@ -67,11 +66,11 @@ class Node:
     """One FreeSWITCH (fake) and its own fsrouter, with its own connection to the shared database."""
 
     def __init__(self, url: str, fake: FakeFreeSWITCH | None = None):
-        self.store = Store.open(url)
         self.own_fake = fake is None
         self.fake = fake or FakeFreeSWITCH(time_scale=0.005).start()
         config = Config(database=url, esl_port=self.fake.esl_address[1], listen_port=0, drain_timeout=5.0)
-        self.daemon = Daemon(config, Service(self.store, cache_ttl=0.0))
+        self.daemon = build_daemon(config, one_connection=True, cache_ttl=0.0)
+        self.store = self.daemon.service.store
         self.daemon.start()
         assert self.daemon.listener.connected.wait(5), "the listener never connected"
         self.closed = False

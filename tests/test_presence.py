@@ -358,7 +358,7 @@ def test_e2e_bound_agent_already_on_a_call_skipped(office):
             gevent.sleep(0.01)
     assert office.daemon.busy.is_busy("1002"), "the agent's own call never made them busy"
     # Known busy whoever asks: a CRM-named agent is no candidate of the decision, and still busy.
-    assert office.daemon._availability([], set()) == {"1002": BUSY}
+    assert office.daemon.presence.availability([], set()) == {"1002": BUSY}
     call = office.call("0501234567")
     assert call.variables["fsrouter_reason"] == "agent_busy"
     assert len(call.bridges) == 1 and "leg_timeout=20" not in call.bridges[0].dial_string

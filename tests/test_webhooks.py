@@ -20,10 +20,10 @@ from fsrouter.config import ConfigError, load_config
 from fsrouter.core import live, webhooks
 from fsrouter.core.model import Call
 from fsrouter.core.settings import Settings
-from fsrouter.daemon import Daemon
 from fsrouter.http.outbox import DEAD, PENDING, SENT, LiveEvents, Outbox, Sender
 from fsrouter.service import Service
 from fsrouter.store import Store
+from fsrouter.wiring import build_daemon
 
 SECRET = "whsec-test"
 CLIENT = "+380501234567"
@@ -379,7 +379,7 @@ def test_nothing_is_lost_across_a_daemon_restart_with_a_pending_outbox(tmp_path,
     assert len(pending) >= 6 and all(e.state == PENDING for e in pending)
 
     receiver.status = 200  # the CRM is back; a new daemon on the same database
-    daemon = Daemon(office.config, office.service)
+    daemon = build_daemon(office.config, one_connection=True, cache_ttl=0.0)
     daemon.start()
     try:
         # Each row is due when its backoff says (the more refusals it met on a slow machine, the

@@ -17,7 +17,8 @@ import click
 import peewee
 import structlog
 
-from ..config import ConfigError, default_database_url, load_config
+from .. import wiring
+from ..config import ConfigError, load_config
 from ..core.numbers import NotAClient
 from ..core.settings import parse_duration
 from ..service import Service, ServiceError, parse_time
@@ -86,10 +87,8 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        store = Store.open(self.config.database or default_database_url())
         # With webhooks on, a binding changed here is an event the daemon's sender delivers.
-        store.webhook_urls = tuple(self.config.webhook_urls)
-        return store
+        return wiring.open_store(self.config)
 
     @cached_property
     def service(self) -> Service:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .. import wiring
 from ..core import hours, overrides, routing
 from ..core.settings import format_duration
 from ..service import parse_time
@@ -27,9 +28,9 @@ def route(app, client, group_name, at, live, as_json):
     from ..http.crm import CrmClient
 
     answer = app.service.crm_answer(number, CrmClient.from_config(app.config))  # the CRM, when configured
-    if live:
-        app.service.presence = live_presence(app.config)
-    plan = app.service.route(number, group_name, now=parse_time(at) if at else None, crm=answer)
+    presence = wiring.route_presence(app.config) if live else None
+    plan = app.service.route(number, group_name, now=parse_time(at) if at else None, crm=answer,
+                             presence=presence)
     if as_json:
         return echo_json({**plan.as_dict(), "settings": route_settings(app, group_name)})
     click.echo(f"client    {plan.client}")
@@ -64,29 +65,3 @@ def echo_route_settings(app, group_name: str) -> None:
     for key, item in route_settings(app, group_name).items():
         click.echo(f"{key:<15}{item['value']} ({item['from']})")
 
-
-def live_presence(config, timeout: float = 3.0):
-    """Registrations asked of FreeSWITCH on one event-socket connection, as the daemon's
-    presence does: a callable for Service.presence. One-line error when it cannot connect."""
-    import gevent
-    from greenswitch.esl import InboundESL, NotConnectedError
-
-    from ..esl.presence import Presence, Registrations
-
-    conn = InboundESL(config.esl_host, config.esl_port, config.esl_password, timeout=timeout)
-    where = f"{config.esl_host}:{config.esl_port}"
-    try:
-        with gevent.Timeout(timeout):  # greenswitch waits for auth/request without a limit
-            conn.connect()
-    except ValueError:
-        raise click.ClickException(f"--live: FreeSWITCH at {where} refused the event-socket password") from None
-    except (OSError, gevent.Timeout, NotConnectedError) as exc:
-        raise click.ClickException(f"--live: cannot reach FreeSWITCH's event socket at {where} "
-                                   f"({type(exc).__name__})") from None
-
-    def api(command: str, limit: float) -> str:
-        with gevent.Timeout(limit):
-            return conn.send(f"api {command}").data
-
-    presence = Presence(registrations=Registrations(api, timeout=1.0))
-    return lambda agents, wait_for: presence.availability(agents, wait_for={a.ext for a in agents})

@@ -61,11 +61,39 @@ class ListenerStats:
     broken_streams: int = 0
 
 
+class LiveConnection:
+    """The listener's connection while it is subscribed, for `api` commands sent on it (presence
+    asks sofia_contact there): whoever asks needs this, not the listener, which is made after them
+    since its events go to them."""
+
+    def __init__(self):
+        self._conn: InboundESL | None = None
+
+    def attach(self, conn: InboundESL) -> None:
+        self._conn = conn
+
+    def detach(self) -> None:
+        self._conn = None
+
+    def is_up(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.connected
+
+    def api(self, command: str, timeout: float = 2.0) -> str:
+        """An `api` command on the live connection; NotConnectedError when there is none."""
+        conn = self._conn
+        if conn is None or not conn.connected:
+            raise NotConnectedError()
+        with gevent.Timeout(timeout):
+            return conn.send(f"api {command}").data
+
+
 class EventListener:
     def __init__(self, host: str, port: int, password: str, on_event: Callable[[dict], None],
                  on_connect: Callable[[], None] = lambda: None,
                  backoff_min: float = 0.1, backoff_max: float = 5.0,
-                 on_disconnect: Callable[[str], None] = lambda detail: None):
+                 on_disconnect: Callable[[str], None] = lambda detail: None,
+                 connection: LiveConnection | None = None):
         self.host, self.port = host, port
         self._password = password
         self.on_event = on_event
@@ -76,6 +104,7 @@ class EventListener:
         self.stats = ListenerStats()
         self.connected = gevent.event.Event()
         self._conn: _EventConnection | None = None
+        self.connection = connection if connection is not None else LiveConnection()
         self._greenlet: gevent.Greenlet | None = None
         self._running = False
 
@@ -92,11 +121,7 @@ class EventListener:
 
     def api(self, command: str, timeout: float = 2.0) -> str:
         """An `api` command on the live connection; NotConnectedError when there is none."""
-        conn = self._conn
-        if conn is None or not conn.connected:
-            raise NotConnectedError()
-        with gevent.Timeout(timeout):
-            return conn.send(f"api {command}").data
+        return self.connection.api(command, timeout)
 
     def _supervise(self) -> None:
         delay = self.backoff_min
@@ -105,6 +130,7 @@ class EventListener:
             try:
                 self._connect()
                 delay = self.backoff_min
+                self.connection.attach(self._conn)
                 self.connected.set()
                 subscribed = True
                 self.on_connect()
@@ -169,6 +195,7 @@ class EventListener:
             log.exception("listener.event_error", event_name=event.headers.get("Event-Name"))
 
     def _drop(self) -> None:
+        self.connection.detach()
         conn, self._conn = self._conn, None
         if conn is None:
             return

@@ -121,3 +121,26 @@ class LossWatch:
         self._marked_at = now
         at = min([self._fs[0], *(call.ended_at for call in list(self.unwritten()))])
         self._store_call(lambda store: store.set_listener_mark(self.node, at, self.core_uuid))
+
+
+class SafeLossWatch(LossWatch):
+    """The daemon's LossWatch: a step that fails (the database away) is one warning line, never
+    an exception into the listener's events or the daemon's start and stop."""
+
+    def _safely(self, step: Callable, *args) -> None:
+        try:
+            step(*args)
+        except Exception as exc:
+            log.warning("events.loss_window_not_saved", step=step.__name__, error=str(exc)[:200])
+
+    def started(self) -> None:
+        self._safely(super().started)
+
+    def unsubscribed(self, detail: str) -> None:
+        self._safely(super().unsubscribed, detail)
+
+    def event(self, headers: Mapping) -> None:
+        self._safely(super().event, headers)
+
+    def mark(self, force: bool = False) -> None:
+        self._safely(super().mark, force)

@@ -270,3 +270,65 @@ class Presence:
             if self.registrations.state(target, wait=agent.ext in wait_for) == OFFLINE:
                 out[agent.ext] = OFFLINE
         return out
+
+
+class LivePresence(Presence):
+    """The daemon's presence: a Presence kept fresh on the event socket's connection.
+
+    `agents()` gives the agents whose registration is worth asking (read from the store under
+    `lock`); `connected()` says whether the event socket is up. Each (re)connection forgets what
+    may have been missed meanwhile and asks again, in the background, so that no decision waits
+    for a sofia_contact round trip (docs/presence-and-hours.md).
+    """
+
+    def __init__(self, busy: BusyMap, registrations: Registrations, agents: Callable[[], Iterable],
+                 lock, connected: Callable[[], bool], refresh_every: float = 4.0):
+        super().__init__(busy, registrations)
+        self._agents = agents
+        self._lock = lock
+        self._connected = connected
+        self.refresh_every = refresh_every
+        self._refresher: gevent.Greenlet | None = None
+
+    def on_connect(self) -> None:
+        # Events may have been lost while disconnected: a hang-up among them would leave an agent
+        # busy for hours. Forget, and learn again from the events to come.
+        self.busy_map.reset()
+        self.registrations.forget()
+        gevent.spawn(self._warm)
+        if self._refresher is None:  # from the first connection on
+            self._refresher = gevent.spawn(self._refresh)
+
+    def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.kill(block=False)
+
+    def availability(self, agents: Iterable, wait_for: Collection[str] = ()) -> dict[str, str]:
+        """Presence for one decision. The decision holds the database lock; a sofia_contact round
+        trip must not hold up other calls' decisions, so the lock is let go meanwhile."""
+        held = self._lock._is_owned()
+        saved = self._lock._release_save() if held else None
+        try:
+            found = super().availability(agents, wait_for)
+        finally:
+            if held:
+                self._lock._acquire_restore(saved)
+        # Everyone known to be on a call, candidate or not (a CRM-named agent, say): it is free.
+        return {**dict.fromkeys(self.busy_map.busy(), BUSY), **found}
+
+    def _refresh(self) -> None:
+        """Keep the registration cache fresh (its answers live 5 s; older ones are still used
+        while asked again), so that no decision waits and a sequential group's order knows every
+        member from the first call."""
+        while True:
+            gevent.sleep(self.refresh_every)
+            if self._connected():
+                self._warm(margin=self.refresh_every + 0.5)  # what would go stale before the next round
+
+    def _warm(self, margin: float = 0.0) -> None:
+        try:
+            with self._lock:  # the configuration may need a read
+                agents = [a for a in self._agents() if a.enabled and not a.dnd]
+            self.warm(agents, margin)
+        except Exception as exc:  # the database away: the next round asks again
+            log.debug("presence.refresh_failed", error=str(exc)[:200])

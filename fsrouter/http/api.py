@@ -97,7 +97,7 @@ class Api:
 
     def __init__(self, service: Service, token: str, lock=None, crm=None, metrics=None,
                  health: Callable[[], dict] | None = None, max_body: int = MAX_BODY,
-                 rate_limit: RateLimit | None = None):
+                 rate_limit: RateLimit | None = None, presence=None):
         if not token:
             raise ValueError("the API needs a token")
         self.service = service
@@ -105,6 +105,7 @@ class Api:
         self._token = token.encode("utf-8")
         self.lock = lock if lock is not None else nullcontext()
         self.crm = crm
+        self.presence = presence  # the daemon's (Service.route): GET /v1/route decides as a call would
         self.metrics = metrics
         self.health_extra = health
         self.max_body = max_body
@@ -313,7 +314,7 @@ class Api:
         answer = self.service.crm_answer(number, self.crm)  # outside the lock: the CRM may take its time
         with self.lock:
             try:
-                plan = self.service.route(number, query["group"], now=at, crm=answer)
+                plan = self.service.route(number, query["group"], now=at, crm=answer, presence=self.presence)
             except ServiceError as exc:
                 raise ApiError(404, "unknown_group", str(exc)) from None
         return 200, plan.as_dict(), {}

@@ -166,7 +166,8 @@ class Sender:
     def __init__(self, outbox: Outbox, secret: str, lock=None, timeout: float = 5.0, poll: float = 1.0,
                  base_delay: float = 1.0, max_delay: float = 600.0, max_attempts: int = 50,
                  concurrency: int = 4, keep_sent: timedelta = timedelta(days=7),
-                 on_result: Callable[[str], None] | None = None, jitter: bool = True):
+                 on_result: Callable[[str], None] | None = None, jitter: bool = True,
+                 wake: gevent.event.Event | None = None):
         self.outbox = outbox
         self.secret = secret
         self.lock = lock if lock is not None else nullcontext()
@@ -182,7 +183,8 @@ class Sender:
         self.pending = 0  # rows waiting, as last counted
         self.sent = 0
         self.failures = 0
-        self._wake = gevent.event.Event()
+        # Set by whoever wrote events (the stores' on_event, made before this sender): send now.
+        self._wake = wake if wake is not None else gevent.event.Event()
         self._greenlet = None
         self._running = False
         self._in_flight: dict[int, tuple[Entry, datetime]] = {}  # id -> (row, claimed until)

@@ -11,6 +11,7 @@ so two stores (two databases) can be open in one process without rebinding share
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Self
@@ -38,12 +39,13 @@ class Store(AgentTables, ClientTables, BindingTables, CallTables, GapTables):
     """One database connection and the methods of every table on it (one module per kind of
     table); opening it creates or upgrades the schema."""
 
-    def __init__(self, db: pw.Database):
+    def __init__(self, db: pw.Database, webhook_urls: tuple[str, ...] = (),
+                 on_event: Callable[[], None] | None = None):
         self.db = db
         self.m = _models(db)
         _outbox_model(db, self.m)
-        self.webhook_urls: tuple[str, ...] = ()  # set: changes write events to the outbox
-        self.on_event = None  # called after events were written (wakes the sender)
+        self.webhook_urls = tuple(webhook_urls)  # not empty: changes write events to the outbox
+        self.on_event = on_event  # called after events were written (wakes the sender)
         _client_models(db, self.m)
         _gap_models(db, self.m)
         self._upgrade()
@@ -78,14 +80,15 @@ class Store(AgentTables, ClientTables, BindingTables, CallTables, GapTables):
         self._delete_binding_sql = f'DELETE FROM {table_b} WHERE {same}'
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, webhook_urls: tuple[str, ...] = (),
+             on_event: Callable[[], None] | None = None) -> Store:
         db = _connect(url)
         try:
             db.connect()
         except pw.OperationalError as exc:
             raise StoreError(f"cannot open database {_redact(url)}: {_one_line(exc)}") from None
         try:
-            return cls(db)
+            return cls(db, webhook_urls, on_event)
         except Exception:
             db.close()
             raise

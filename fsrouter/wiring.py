@@ -17,7 +17,7 @@ import gevent.lock
 
 from .config import Config, default_database_url
 from .core import live
-from .daemon import Daemon, run_daemon
+from .daemon import Daemon
 from .esl.catchup import CdrCatchup
 from .esl.decision import Decider
 from .esl.events import CallTracker
@@ -274,9 +274,3 @@ def _health(listener: EventListener, sender: Sender | None, crm) -> Callable[[],
             report["crm_breaker"] = crm.breaker.state
         return report
     return health
-
-
-def run(config: Config, config_path: str | None = None) -> int:
-    """`fsrouter run`: the daemon, until a signal stops it."""
-    make_database_cooperative(config)
-    return run_daemon(config, config_path, build_daemon)

@@ -13,7 +13,10 @@ from .common import example, pass_app
 def run(app):
     """Run the router daemon (what the systemd unit starts)."""
     from .. import wiring
-    sys.exit(wiring.run(app.config, app.config_path))
+    from ..daemon import run_daemon
+
+    wiring.make_database_cooperative(app.config)
+    sys.exit(run_daemon(app.config, app.config_path, wiring.build_daemon))
 
 
 @click.command(epilog=example("fsrouter demo --speed 10", "fsrouter demo --speed 0.2 --listen 127.0.0.1:8090 --linger 600"))

@@ -25,6 +25,7 @@ from .esl.inbound import EventListener, LiveConnection
 from .esl.loss import LossWatch, SafeLossWatch
 from .esl.outbound import CallRouter, OutboundServer, OutboundStats
 from .esl.presence import BusyMap, LivePresence, Presence, Registrations
+from .esl.protocol import EventSocketUnavailable, open_inbound
 from .esl.sequence_watch import SequenceGapWatch
 from .esl.writer import CallWriter
 from .expiry import ExpirySweep
@@ -74,18 +75,10 @@ def route_presence(config: Config, timeout: float = 3.0):
     """`fsrouter route --live`: registrations asked of FreeSWITCH on one event-socket connection,
     as the daemon's presence does; a `presence` for Service.route. An OSError with one line
     when it cannot connect."""
-    from greenswitch.esl import InboundESL, NotConnectedError
-
-    conn = InboundESL(config.esl_host, config.esl_port, config.esl_password, timeout=timeout)
-    where = f"{config.esl_host}:{config.esl_port}"
     try:
-        with gevent.Timeout(timeout):  # greenswitch waits for auth/request without a limit
-            conn.connect()
-    except ValueError:
-        raise ConnectionError(f"--live: FreeSWITCH at {where} refused the event-socket password") from None
-    except (OSError, gevent.Timeout, NotConnectedError) as exc:
-        raise ConnectionError(f"--live: cannot reach FreeSWITCH's event socket at {where} "
-                              f"({type(exc).__name__})") from None
+        conn = open_inbound(config.esl_host, config.esl_port, config.esl_password, timeout)
+    except EventSocketUnavailable as exc:
+        raise EventSocketUnavailable(f"--live: {exc}") from None
 
     def api(command: str, limit: float) -> str:
         with gevent.Timeout(limit):

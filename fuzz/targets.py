@@ -20,14 +20,12 @@ import re
 import tempfile
 from datetime import UTC, datetime
 
-from greenswitch.esl import ESLEvent
-
-import fsrouter.esl  # noqa: F401  (greenswitch's header fix, as the daemon has it)
 from fsrouter.binding_path import BindingPath
 from fsrouter.config import Config, ConfigError, load_config
 from fsrouter.core.numbers import NotAClient, normalize
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import FrameError, FrameReader, event_headers
+from fsrouter.esl.protocol import FixedEvent  # greenswitch's event, with the header fix the daemon has
 from fsrouter.service import Service, ServiceError
 from fsrouter.store import Store
 
@@ -61,7 +59,7 @@ def check_frames(data: bytes) -> None:
     tracker.flush()
     # What greenswitch does with a header block, text as it decodes it.
     text = stream.decode("utf-8", "replace")
-    event = ESLEvent(text)
+    event = FixedEvent(text)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in event.headers.items())
 
 

@@ -11,12 +11,10 @@ from urllib.parse import unquote
 
 import pytest
 from captures import captures_dir
-from greenswitch.esl import ESLEvent
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-import fsrouter.esl  # noqa: F401  (the header fix, as the daemon has it)
 from fsrouter.esl.events import CallTracker
 from fsrouter.esl.frames import (
     Frame,
@@ -25,6 +23,7 @@ from fsrouter.esl.frames import (
     event_headers,
     parse_stream,
 )
+from fsrouter.esl.protocol import FixedEvent  # greenswitch's event, with the header fix the daemon has
 from fsrouter.fakefs.wire import event_plain, fs_quote, split_raw_frames
 
 FAST = hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,7 +150,7 @@ def test_event_values_never_split_into_extra_headers(headers, body):
     # greenswitch reads the outer block by lines, then parses the body it read by length. It
     # reads an event's own body (after the blank line) as more header lines: CHANNEL events,
     # the only ones the listener subscribes to, never have one.
-    event = ESLEvent(frame.body.partition(b"\n\n")[0].decode("utf-8"))
+    event = FixedEvent(frame.body.partition(b"\n\n")[0].decode("utf-8"))
     assert set(event.headers) - {"Content-Length"} == names
     for name, value in items:
         # FreeSWITCH leaves an existing "%XX" alone, so such text decodes once more. The frame
@@ -163,7 +162,7 @@ def test_event_values_never_split_into_extra_headers(headers, body):
 @FAST
 @given(st.text(max_size=300))
 def test_greenswitch_parser_never_raises(text):
-    event = ESLEvent(text)
+    event = FixedEvent(text)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in event.headers.items())
 
 

@@ -1,4 +1,4 @@
-"""A fix to greenswitch's header parsing, applied on import of fsrouter.esl.
+"""A fix to greenswitch's header parsing (esl.protocol.FixedEvent uses it).
 
 greenswitch url-decodes a whole header block before splitting it into lines, so a caller ID of
 "123%0AVariable-X: y" becomes a header of its own. FreeSWITCH encodes each value separately, so
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import codecs
 from urllib.parse import unquote
-
-from greenswitch import esl as _greenswitch
 
 _escape_decode = codecs.escape_decode
 
@@ -53,9 +51,3 @@ def _parse_lines(data: str) -> dict[str, str]:
             headers[last_key] += "\n" + unquote(line)
     return headers
 
-
-def _parse_data(self, data: str) -> None:
-    self.headers.update(parse_headers(data))
-
-
-_greenswitch.ESLEvent.parse_data = _parse_data

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import gevent
 import structlog
-from greenswitch.esl import InboundESL, NotConnectedError
+from greenswitch.esl import NotConnectedError
+
+from .protocol import InboundConnection
 
 log = structlog.get_logger("fsrouter.listener")
 
@@ -28,7 +30,7 @@ CHANNEL_EVENTS = f"{CHANNEL_KINDS} CUSTOM sofia::register sofia::unregister sofi
 COMMAND_TIMEOUT = 5.0
 
 
-class _EventConnection(InboundESL):
+class _EventConnection(InboundConnection):
     """greenswitch's inbound connection, yielding after each event it reads.
 
     Its reader parses event after event for as long as the socket has bytes, without giving the
@@ -67,9 +69,9 @@ class LiveConnection:
     since its events go to them."""
 
     def __init__(self):
-        self._conn: InboundESL | None = None
+        self._conn: InboundConnection | None = None
 
-    def attach(self, conn: InboundESL) -> None:
+    def attach(self, conn: InboundConnection) -> None:
         self._conn = conn
 
     def detach(self) -> None:

@@ -1,4 +1,4 @@
-"""A fix to greenswitch's reader, applied on import of fsrouter.esl.
+"""A fix to greenswitch's reader (esl.protocol.FixedProtocol uses it).
 
 greenswitch reads frames in a greenlet that dies on a frame it cannot read (a Content-Length
 that is not a number, a frame without Content-Type, bytes that are not UTF-8, a reply nobody
@@ -15,14 +15,7 @@ stream, ends the stream like any other frame that cannot be read.
 """
 from __future__ import annotations
 
-import structlog
-from greenswitch import esl as _greenswitch
-
-log = structlog.get_logger("fsrouter.esl")
-
 MAX_BODY = 16 * 1024 * 1024  # bytes; FreeSWITCH's largest events are some tens of KB
-
-_receive_events = _greenswitch.ESLProtocol.receive_events
 
 
 class StreamCut(ConnectionError):
@@ -40,18 +33,3 @@ def read_body(sock_file, length: int) -> str:
         data += more
     return data.decode("utf-8")
 
-
-def receive_events(self) -> None:
-    try:
-        _receive_events(self)
-    except Exception as exc:  # noqa: BLE001  (any frame greenswitch chokes on ends the stream)
-        self.stream_error = type(exc).__name__
-        self.connected = False
-        session = getattr(self, "session_data", None) or {}
-        log.warning("esl.unreadable_frame", error=self.stream_error, detail=str(exc)[:200],
-                    uuid=session.get("Unique-ID"))
-
-
-_greenswitch.ESLProtocol.stream_error = None
-_greenswitch.ESLProtocol._read_socket = staticmethod(read_body)
-_greenswitch.ESLProtocol.receive_events = receive_events

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 import gevent
 import structlog
 from gevent.event import AsyncResult
-from greenswitch.esl import ESLEvent, NotConnectedError, OutboundSession, OutboundSessionHasGoneAway
+from greenswitch.esl import NotConnectedError, OutboundSession, OutboundSessionHasGoneAway
 
 from .headers import parse_headers
+from .protocol import FixedEvent, FixedProtocol
 
 log = structlog.get_logger("fsrouter.esl")
 
@@ -55,7 +56,7 @@ class SessionGone(Exception):
     """The caller hung up or FreeSWITCH closed the socket."""
 
 
-class RouterSession(OutboundSession):
+class RouterSession(FixedProtocol, OutboundSession):
     """No greenlet of its own: the call's greenlet reads the socket whenever it waits, handing
     each frame to its handlers as it is read (greenswitch spends a reader greenlet, a second
     greenlet and a queue per call). When the stream ends, for whatever reason, every reply and
@@ -162,7 +163,7 @@ class RouterSession(OutboundSession):
                 continue  # a blank line between frames is no frame
             head.append(line)
         try:
-            self.handle_event(ESLEvent("".join(x.decode("utf-8") for x in head)))
+            self.handle_event(FixedEvent("".join(x.decode("utf-8") for x in head)))
         except Exception as exc:  # noqa: BLE001  (a frame that cannot be read ends the stream)
             self.stream_error = type(exc).__name__
             log.warning("esl.unreadable_frame", error=self.stream_error, detail=str(exc)[:200],

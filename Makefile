@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 SYSTEMD_DIR ?= /etc/systemd/system
 CONFIG_DIR ?= /etc/fsrouter
 
-.PHONY: venv dev test lint bench install uninstall clean
+.PHONY: venv dev test lint imports bench install uninstall clean
 
 venv: $(VENV)/.test-deps
 
@@ -21,9 +21,13 @@ dev: venv
 test: venv
 	$(BIN)/python -m pytest
 
-lint: venv
+lint: venv imports
 	$(BIN)/pip install -q ruff
 	$(BIN)/ruff check fsrouter tests bench soak fuzz
+
+# The layers (setup.cfg's import-linter contracts; README, "Architecture").
+imports: venv
+	$(BIN)/lint-imports --no-cache
 
 bench: venv
 	@mkdir -p bench/results

@@ -14,10 +14,25 @@ import stat
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
-from .http.client import check_url
+
+def check_url(url: str) -> str:
+    """The URL when it is an absolute http(s) URL with a host; ValueError otherwise (a webhook
+    or CRM URL in the config, and every request the HTTP client makes)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"bad URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"bad URL {url!r}: use http://host/... or https://host/...")
+    if any(ch in url for ch in "\r\n\t "):
+        raise ValueError(f"bad URL {url!r}: it must not contain spaces or line breaks")
+    return url
+
 
 DEFAULT_CONFIG_PATH = "/etc/fsrouter/fsrouter.toml"
 LOG_FORMATS = ("auto", "json", "console")

@@ -236,7 +236,7 @@ class HookReceiver:
             self.answers["hung"] += 1
             gevent.sleep(HOOK_HANG)
         if not webhooks.verify(self.secret, environ.get("HTTP_X_FSROUTER_TIMESTAMP", ""), body,
-                               environ.get("HTTP_X_FSROUTER_SIGNATURE", ""), tolerance=600):
+                               environ.get("HTTP_X_FSROUTER_SIGNATURE", ""), now=time.time(), tolerance=600):
             self.bad_signatures += 1
             start_response("401 Unauthorized", [("Content-Type", "text/plain")])
             return [b"bad signature"]

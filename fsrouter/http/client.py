@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import gevent.socket
 import gevent.ssl
 
+from ..config import check_url
+
 MAX_BODY = 1 << 20  # bytes of a response body read at most
 
 
@@ -40,20 +42,6 @@ def _context():
     if _ssl_context is None:
         _ssl_context = gevent.ssl.create_default_context()
     return _ssl_context
-
-
-def check_url(url: str) -> str:
-    """The URL when it is an absolute http(s) URL with a host; ValueError otherwise."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError as exc:
-        raise ValueError(f"bad URL {url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"bad URL {url!r}: use http://host/... or https://host/...")
-    if any(ch in url for ch in "\r\n\t "):
-        raise ValueError(f"bad URL {url!r}: it must not contain spaces or line breaks")
-    return url
 
 
 def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,

@@ -274,7 +274,7 @@ class Sender:
             with gevent.Timeout(self.timeout + 1.0):
                 response = http_client.request("POST", entry.target, body=body, timeout=self.timeout,
                                                headers=webhooks.headers(entry.event_id, entry.event_type, body,
-                                                                        self.secret), max_body=64 * 1024)
+                                                                        self.secret, now=time.time()), max_body=64 * 1024)
             if not response.ok:
                 error = f"HTTP {response.status}"
         except http_client.HttpError as exc:

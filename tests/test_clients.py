@@ -11,7 +11,7 @@ from fsrouter.core.model import AUTO, MANUAL, Agent, Binding, Call, Group
 from fsrouter.core.routing import decide
 from fsrouter.core.settings import Settings
 from fsrouter.service import Service
-from fsrouter.store import Store, StoreError
+from fsrouter.store import StoreError
 
 HOME, MOBILE, OFFICE = "+380441234567", "+380501234567", "+380671112233"
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -23,23 +23,13 @@ def answered(client, agent, at=T0, uuid=None):
                 uuid=uuid)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-        return
-    from test_store import _postgres_schema_url  # skips when no server answers
-    with _postgres_schema_url() as url:
-        yield url
-
-
 @pytest.fixture
-def store(store_url):
-    with Store.open(store_url) as store:
-        store.add_group("sales")
-        store.add_agent("1001", "Anna", groups=["sales"])
-        store.add_agent("1002", "Bohdan", groups=["sales"])
-        yield store
+def store(store):
+    """conftest's store (SQLite, then PostgreSQL) with group sales and agents 1001 and 1002."""
+    store.add_group("sales")
+    store.add_agent("1001", "Anna", groups=["sales"])
+    store.add_agent("1002", "Bohdan", groups=["sales"])
+    return store
 
 
 # -- the decision (pure) ------------------------------------------------------------------------

@@ -17,23 +17,13 @@ A, B, C = "+380501234567", "+380671112233", "+380931234567"
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'h.db'}"
-        return
-    from test_store import _postgres_schema_url  # skips when no server answers
-    with _postgres_schema_url() as url:
-        yield url
-
-
 @pytest.fixture
-def store(store_url):
-    with Store.open(store_url) as store:
-        store.add_group("sales")
-        for ext in ("1001", "1002", "1003"):
-            store.add_agent(ext, f"Agent {ext}", groups=["sales"])
-        yield store
+def store(store):
+    """conftest's store (SQLite, then PostgreSQL) with group sales and agents 1001-1003."""
+    store.add_group("sales")
+    for ext in ("1001", "1002", "1003"):
+        store.add_agent(ext, f"Agent {ext}", groups=["sales"])
+    return store
 
 
 def learn(store, client, agent, at=T0):

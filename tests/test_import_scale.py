@@ -9,10 +9,10 @@ from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from databases import postgres_schema_url as _postgres
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from test_store import _postgres_schema_url as _postgres
 
 from fsrouter.binding_path import BindingPath
 from fsrouter.core import report

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from test_store import _postgres_schema_url, store, store_url  # noqa: F401  (fixtures)
 
 from fsrouter import store as store_module
 from fsrouter.binding_path import BindingPath
@@ -124,7 +123,7 @@ def test_the_owner_is_the_sticky_agent_of_the_call_else_the_bound_agent():
 # -- the store ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def staffed(store):  # noqa: F811
+def staffed(store):
     store.add_group("sales")
     for ext in ("1001", "1002", "1003"):
         store.add_agent(ext, f"Agent {ext}", groups=["sales"])
@@ -173,7 +172,7 @@ def test_history_is_not_written_when_the_learned_change_is_rolled_back(staffed):
     assert staffed.bindings_for(ANNA)[AUTO].agent == "1001"
 
 
-def test_migration_2_upgrades_a_version_1_database_keeping_its_calls(store_url, monkeypatch):  # noqa: F811
+def test_migration_2_upgrades_a_version_1_database_keeping_its_calls(store_url, monkeypatch):
     monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
     with Store.open(store_url) as old:
         old.db.execute_sql('ALTER TABLE "call_record" DROP COLUMN "sticky_agent"')

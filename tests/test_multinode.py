@@ -2,7 +2,7 @@
 
 Two real Daemons in this process, each with its own fake FreeSWITCH (or both listening to one),
 its own store connection and its own event socket, against a fresh schema on the PostgreSQL
-server at PG_URL (dropped afterwards). Checked: the binding is that of the call that ended
+server at tests/databases.py's PG_URL (dropped afterwards). Checked: the binding is that of the call that ended
 later whichever node wrote first, one call seen by two nodes is one record, a node routes
 with the other one gone, and each daemon counts and logs its own Event-Sequence gaps.
 """
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import random
-import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import gevent
 import pytest
 import structlog
+from databases import postgres_schema_url
 from office import AGENTS, settle
 from structlog.testing import capture_logs
 
@@ -30,36 +29,18 @@ from fsrouter.fakefs import FakeFreeSWITCH
 from fsrouter.store import Store
 from fsrouter.wiring import build_daemon
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CLIENT = "+380501234567"
 
 
 @pytest.fixture
 def pg_url():
     """A fresh schema on the local PostgreSQL server, set up with group sales and four agents."""
-    try:
-        import psycopg2
-
-        admin = psycopg2.connect(PG_URL, connect_timeout=2)
-    except Exception as exc:  # noqa: BLE001  (any failure to connect: no server here)
-        if os.environ.get("CI"):
-            pytest.fail(f"no PostgreSQL server at {PG_URL} ({exc}); .ci/run starts it")
-        pytest.skip(f"no PostgreSQL server at {PG_URL}")
-    admin.autocommit = True
-    schema = f"fsrouter_multinode_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA "{schema}"')
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    try:
+    with postgres_schema_url("fsrouter_multinode") as url:
         with Store.open(url) as setup:
             setup.add_group("sales")
             for ext in AGENTS:
                 setup.add_agent(ext, f"Agent {ext}", dial_string=f"user/{ext}@127.0.0.1", groups=["sales"])
         yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
 
 
 class Node:
@@ -222,7 +203,7 @@ def test_each_daemon_counts_and_logs_its_own_event_sequence_gaps(nodes):
         node.call()
         node.settle()
     a_gaps, a_warnings = a.daemon.tracker.stats.sequence_gaps, a.daemon.gap_watch.warnings
-    b.daemon.gap_watch = SequenceGapWatch(b.daemon.tracker.stats, interval=3600.0)  # not quiet now
+    b.daemon.gap_watch._quiet_until = None  # not quiet now (the daemon's listener holds this watch)
     b.fake.drop_events(10_000)  # node B's listener reads too slowly: the whole call is lost
     with all_logs() as logs:
         lost = b.call()

@@ -1,18 +1,16 @@
 """Store: schema and migrations, agents, groups, bindings, call records and learning.
 
-Every test runs on an SQLite file and, when a server answers at PG_URL, on PostgreSQL too (each
-test in a fresh schema that is dropped afterwards).
+Every test of a `store` runs on an SQLite file and on PostgreSQL (a fresh schema, dropped
+afterwards): conftest.py's store fixture, the storage contract shared with the other test modules.
 """
 
-import os
 import threading
-import uuid
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import peewee
 import pytest
+from databases import PG_URL
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,57 +22,9 @@ from fsrouter.core.settings import Settings
 from fsrouter.service import Service
 from fsrouter.store import Store, StoreError, sqltext
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CLIENT = "+380501234567"
 OTHER = "+380671112233"
-
-
-@contextmanager
-def _postgres_schema_url():
-    """The URL of a fresh schema on the local PostgreSQL server, dropped afterwards; skips the
-    test when no server answers."""
-    try:
-        import psycopg2
-
-        conn = psycopg2.connect(PG_URL, connect_timeout=2)
-    except Exception as exc:  # noqa: BLE001  (any failure to connect: no server here)
-        if os.environ.get("CI"):
-            pytest.fail(f"no PostgreSQL server at {PG_URL} ({exc}); .ci/run starts it")
-        pytest.skip(f"no PostgreSQL server at {PG_URL}")
-    conn.autocommit = True
-    schema = f"fsrouter_test_{uuid.uuid4().hex[:12]}"
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        conn.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A URL of an empty database: an SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fsrouter.db'}"
-        return
-    with _postgres_schema_url() as url:
-        yield url
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL schema only, for what SQLite cannot show (a dropped server connection)."""
-    with _postgres_schema_url() as url:
-        yield url
-
-
-@pytest.fixture
-def store(store_url):
-    with Store.open(store_url) as opened:
-        yield opened
 
 
 @pytest.fixture

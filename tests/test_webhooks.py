@@ -317,6 +317,37 @@ def test_a_claimed_row_is_not_sent_twice(store):
     assert box.due(datetime.now(UTC), 10) == []
 
 
+def test_two_daemons_claim_and_deliver_each_outbox_row_once(store_url, receiver):
+    """Two nodes' senders, each on its own connection to one database (conftest's store_url:
+    SQLite, then PostgreSQL), read the same due rows: each row is claimed by one of them only,
+    and every event reaches the receiver once."""
+    with Store.open(store_url, webhook_urls=(receiver.url + "/hook",)) as one, Store.open(store_url) as two:
+        one.add_group("sales")
+        one.add_agent("1001", "Anna", groups=["sales"])
+        for n in range(12):
+            one.set_manual_binding(f"+3805012345{n:02d}", "1001", T0)
+        boxes = Outbox(one), Outbox(two)
+        now = datetime.now(UTC)
+        due_one, due_two = (box.due(now, 100) for box in boxes)
+        assert [e.id for e in due_one] == [e.id for e in due_two] and len(due_one) == 12
+        until = now + timedelta(minutes=1)
+        for mine, theirs in zip(due_one, due_two):
+            assert [boxes[0].claim(mine, until), boxes[1].claim(theirs, until)].count(True) == 1
+        assert boxes[0].due(now, 100) == boxes[1].due(now, 100) == []
+
+        assert boxes[0].retry() == 12  # due again now: both daemons' senders go for them at once
+        senders = sender_for(one), sender_for(two)
+        with gevent.Timeout(10, False):
+            while boxes[0].count(PENDING):
+                gevent.joinall([gevent.spawn(sender.run_once) for sender in senders])
+                gevent.sleep(0.02)
+        for sender in senders:
+            sender.pool.join(5)
+        ids = [event["id"] for event in receiver.events()]
+        assert len(ids) == len(set(ids)) == 12
+        assert boxes[1].count(SENT) == 12
+
+
 def test_webhook_urls_need_a_secret(tmp_path):
     path = tmp_path / "fsrouter.toml"
     path.write_text('webhook_urls = ["https://crm.example/hook"]\n')

@@ -188,6 +188,43 @@ def test_agent_add_with_a_dial_string(fsrouter):
     )
 
 
+def agent_row(fsrouter, ext: str) -> dict:
+    (row,) = [a for a in json.loads(ok(fsrouter("agent", "list", "--json"))) if a["ext"] == ext]
+    return row
+
+
+def test_agent_set_changes_name_priority_dial_string_and_groups(office):
+    ok(office("group", "add", "support"))
+    said = ok(office("agent", "set", "1001", "--name", "Anna K.", "--priority", "1", "--dial-string",
+                     "sofia/gateway/gw/380441234567", "--group", "support"))
+    assert said.strip() == ("agent 1001: name Anna K., priority 1, dial string sofia/gateway/gw/380441234567, "
+                            "groups support")
+    assert agent_row(office, "1001") == {"ext": "1001", "name": "Anna K.", "dial_string": "sofia/gateway/gw/380441234567",
+                                         "priority": 1, "enabled": True, "groups": ["support"]}
+    ok(office("agent", "set", "1001", "--add-group", "sales", "--remove-group", "support"))
+    assert agent_row(office, "1001")["groups"] == ["sales"]
+    ok(office("agent", "set", "1001", "--dial-string", ""))  # back to the default
+    assert agent_row(office, "1001")["dial_string"] == "user/1001@${domain_name}"
+    assert agent_row(office, "1002")["name"] == "Bohdan"  # nobody else changed
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--name", "Anna K.", "--group", "nosuch"), "unknown group 'nosuch'"),
+    (("--name", "Anna K.", "--dial-string", "user/1001\nuuid_kill x"), "dial string"),
+    (("--name", "Anna K.", "--crm-id", "x" * 200), "CRM id"),
+])
+def test_agent_set_changes_nothing_when_one_value_is_bad(office, args, fragment):
+    before = agent_row(office, "1001")
+    fails_in_one_line(office("agent", "set", "1001", *args), fragment)
+    assert agent_row(office, "1001") == before
+
+
+def test_agent_set_of_an_unknown_agent_or_with_nothing_to_change_is_one_line(office):
+    fails_in_one_line(office("agent", "set", "1009", "--name", "X"), "1009")
+    fails_in_one_line(office("agent", "set", "1001"), "nothing to change", code=2)
+    fails_in_one_line(office("agent", "set", "1001", "--group", "sales", "--add-group", "sales"), "not both", code=2)
+
+
 def test_agent_disable_enable_and_rm(office):
     ok(office("agent", "disable", "1001"))
     assert not json.loads(ok(office("agent", "list", "--json")))[0]["enabled"]

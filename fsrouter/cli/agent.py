@@ -83,17 +83,50 @@ def agent_rm(app, ext, handover_to):
     click.echo(f"removed agent {ext}")
 
 
-@agent.command("set", epilog=example("fsrouter agent set 1001 --crm-id 7", "fsrouter agent set 1001 --crm-id ''"))
+@agent.command("set", epilog=example(
+    "fsrouter agent set 1001 --name 'Anna K.' --priority 1",
+    "fsrouter agent set 1001 --dial-string 'sofia/gateway/gw/380441234567'",
+    "fsrouter agent set 1001 --group sales --group support   # exactly these groups",
+    "fsrouter agent set 1001 --add-group support --remove-group sales",
+    "fsrouter agent set 1001 --crm-id 7", "fsrouter agent set 1001 --crm-id ''"))
 @click.argument("ext")
+@click.option("--name", help="The agent's name, as people know them.")
+@click.option("--priority", type=int, help="Lower rings first in a sequential group.")
+@click.option("--dial-string", help="How to ring them ('' = the default user/EXT@${domain_name}).")
+@click.option("--group", "groups", multiple=True, metavar="G",
+              help="The groups they are in, exactly (repeatable): they leave any other.")
+@click.option("--add-group", "add_groups", multiple=True, metavar="G", help="Join group G too (repeatable).")
+@click.option("--remove-group", "remove_groups", multiple=True, metavar="G", help="Leave group G (repeatable).")
 @click.option("--crm-id", "crm_id", metavar="ID", help="The agent's user id in the CRM ('' clears it): a CRM "
               "lookup that answers with this id rings agent EXT.")
 @pass_app
-def agent_set(app, ext, crm_id):
-    """Change agent EXT's CRM id."""
-    if crm_id is None:
-        raise click.UsageError("nothing to change: give --crm-id")
-    changed = app.store.set_agent_crm_id(ext, crm_id)
-    click.echo(f"agent {ext}: CRM id {changed.crm_id}" if changed.crm_id else f"agent {ext}: no CRM id")
+def agent_set(app, ext, name, priority, dial_string, groups, add_groups, remove_groups, crm_id):
+    """Change agent EXT: name, priority, dial string, groups, CRM id. All or nothing: one bad
+    value changes none of them."""
+    if groups and (add_groups or remove_groups):
+        raise click.UsageError("give --group (exactly these groups) or --add-group/--remove-group, not both")
+    if all(v is None for v in (name, priority, dial_string, crm_id)) and not (groups or add_groups or remove_groups):
+        raise click.UsageError("nothing to change: give --name, --priority, --dial-string, a group option or --crm-id")
+    unknown = sorted({*groups, *add_groups, *remove_groups} - set(app.store.groups()))
+    if unknown:
+        raise ValueError(f"unknown group {unknown[0]!r}")
+    with app.store.transaction():
+        before = app.store.update_agent(ext, name=name, dial_string=dial_string, priority=priority)
+        wanted = set(groups) if groups else (set(before.groups) | set(add_groups)) - set(remove_groups)
+        for group in sorted(wanted - set(before.groups)):
+            app.store.add_member(group, ext)
+        for group in sorted(set(before.groups) - wanted):
+            app.store.remove_member(group, ext)
+        if crm_id is not None:
+            app.store.set_agent_crm_id(ext, crm_id)
+        changed = app.store.agent(ext)
+    said = [f"name {changed.name}"] if name is not None else []
+    said += [f"priority {changed.priority}"] if priority is not None else []
+    said += [f"dial string {changed.dial_string}"] if dial_string is not None else []
+    said += [f"groups {','.join(sorted(changed.groups)) or 'none'}"] if groups or add_groups or remove_groups else []
+    if crm_id is not None:
+        said.append(f"CRM id {changed.crm_id}" if changed.crm_id else "no CRM id")
+    click.echo(f"agent {ext}: {', '.join(said)}")
 
 
 @agent.command("dnd", epilog=example("fsrouter agent dnd 1001 on", "fsrouter agent dnd 1001"))

@@ -30,24 +30,14 @@ T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
 HOOK = "http://crm.invalid/hook"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-        return
-    from test_store import _postgres_schema_url  # fails under CI when no server answers
-    with _postgres_schema_url() as url:
-        yield url
-
-
 @pytest.fixture
-def store(store_url):
-    with Store.open(store_url) as store:
-        store.add_group("sales")
-        for ext in ("1001", "1002", "1003"):
-            store.add_agent(ext, f"Agent {ext}", groups=["sales"])
-        store.webhook_urls = (HOOK,)
-        yield store
+def store(store):
+    """conftest's store (SQLite, then PostgreSQL) with group sales, agents 1001-1003 and a webhook."""
+    store.add_group("sales")
+    for ext in ("1001", "1002", "1003"):
+        store.add_agent(ext, f"Agent {ext}", groups=["sales"])
+    store.webhook_urls = (HOOK,)
+    return store
 
 
 def call(client, agent, at=T0, **kw):

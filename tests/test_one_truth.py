@@ -47,7 +47,7 @@ def _hours_excluding_now() -> str:
 
 class Office:
     """A fresh database with groups sales (sticky scope `members`: 1001-1003) and support
-    (2001), the daemon's Service (presence injected), the push API over it, and the CLI."""
+    (2001), the daemon's Service, the push API over it (presence injected, as the daemon does), and the CLI."""
 
     def __init__(self, tmp_path, crm: FakeCrm | None = None):
         self.url = f"sqlite:///{tmp_path / 'truth.db'}"
@@ -60,14 +60,14 @@ class Office:
         self.store.add_agent("2001", "Support", groups=["support"])
         self.availability: dict[str, str] = {}
         self.service = Service(self.store, cache_ttl=0.0)
-        self.service.presence = lambda agents, wait_for: dict(self.availability)
         self.config_path = tmp_path / "fsrouter.toml"
         lookup = (f'[[crm_lookups]]\nname = "lead"\nurl = "{crm.lookup_url("lead")}"\n'
                   f'field = "responsible.ext"\n') if crm else ""
         self.config_path.write_text(f'database = "{self.url}"\n{lookup}')
         self.config_path.chmod(0o600)
         self.crm = CrmClient.from_config(load_config(str(self.config_path)))
-        self.api = Api(self.service, TOKEN, crm=self.crm, rate_limit=RateLimit(rate=1e6, burst=1e6))
+        self.api = Api(self.service, TOKEN, crm=self.crm, rate_limit=RateLimit(rate=1e6, burst=1e6),
+                       presence=lambda agents, wait_for: dict(self.availability))
         self.runner = CliRunner()
 
     def cli(self, *args) -> str:

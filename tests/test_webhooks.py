@@ -325,7 +325,7 @@ def test_two_daemons_claim_and_deliver_each_outbox_row_once(store_url, receiver)
         one.add_group("sales")
         one.add_agent("1001", "Anna", groups=["sales"])
         for n in range(12):
-            one.set_manual_binding(f"+3805012345{n:02d}", "1001", T0)
+            BindingPath(one).set_manual_binding(f"+3805012345{n:02d}", "1001", T0)
         boxes = Outbox(one), Outbox(two)
         now = datetime.now(UTC)
         due_one, due_two = (box.due(now, 100) for box in boxes)

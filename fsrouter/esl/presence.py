@@ -248,6 +248,15 @@ class Presence:
         if self.registrations is not None:
             self.registrations.feed(headers)
 
+    def registered(self, agent) -> bool | None:
+        """Is the agent's (model.Agent) phone registered, from the cache only (a page never makes
+        the daemon ask FreeSWITCH); None: unknown."""
+        target = contact_target(agent.dial_string)
+        if self.registrations is None or target is None:
+            return None
+        state = self.registrations.last_known(target)
+        return None if state is None else state != OFFLINE
+
     def availability(self, agents: Iterable, wait_for: Collection[str] = ()) -> dict[str, str]:
         """extension -> OFFLINE | BUSY for the agents (model.Agent) that are not available.
 

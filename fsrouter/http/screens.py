@@ -14,8 +14,6 @@ from ..core import ownership, report
 from ..core.calls_now import OVER, CallNow, call_now
 from ..core.missed import ANSWERED_AGAIN, CALLBACK, missed_calls
 from ..core.model import MANUAL, Agent
-from ..core.routing import OFFLINE
-from ..esl.presence import contact_target
 
 LAST_CALLS = 5  # the card's "last calls"
 _PHONE = {True: "registered", False: "not registered", None: "unknown"}
@@ -159,13 +157,8 @@ class Screens:
                            for a in sorted(agents.values(), key=lambda a: a.ext)]}
 
     def _registered(self, agent: Agent) -> bool | None:
-        """From presence's cache only (a page never makes the daemon ask FreeSWITCH); None: unknown."""
-        registrations = self.presence.registrations if self.presence else None
-        target = contact_target(agent.dial_string)
-        if registrations is None or target is None:
-            return None
-        state = registrations.last_known(target)
-        return None if state is None else state != OFFLINE
+        """From presence's cache only (esl.presence.Presence.registered); None: unknown."""
+        return self.presence.registered(agent) if self.presence else None
 
     def board_day(self) -> dict:
         """Today's missed calls with their callback state, and today's sticky hit rate."""

@@ -64,6 +64,14 @@ def test_a_missed_call_is_over_and_missed_and_a_consultation_answer_does_not_tak
     assert (consult.state, consult.agent) == (TALKING, "1002")
 
 
+def test_the_route_is_the_answered_legs_when_the_ring_did_not_say_it():
+    """The listener may learn how fsrouter rang a leg only at its answer (capture 12)."""
+    ring = Transition(RINGING, "c1", T0, INBOUND, MARTA, agent="1001", seq=1)
+    answer = Transition(ANSWERED, "c1", T0 + timedelta(seconds=3), INBOUND, MARTA, agent="1001", route="sticky", seq=2)
+    assert call_now([ring]).route is None
+    assert call_now([ring, answer]).route == "sticky"
+
+
 # -- links and access ------------------------------------------------------------------------------
 
 def test_each_agent_has_a_link_of_their_own_and_none_is_the_api_token():

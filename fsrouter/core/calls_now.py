@@ -28,7 +28,9 @@ class CallNow:
     ringing: tuple[str, ...] = ()  # agents whose phones ring now, in the order they started
     agent: str | None = None  # TALKING: who talks to the client; OVER: who talked last
     from_agent: str | None = None  # who passed the call on to `agent` (after a transfer)
-    route: str | None = None  # the first ringing leg's route: "sticky" | "fallback" | None
+    # How fsrouter rang the leg that answered (else the first leg that rang): "sticky" |
+    # "fallback" | None (the listener may learn it only at the answer: capture 12)
+    route: str | None = None
     group: str | None = None
     missed: bool = False  # OVER: nobody answered
 
@@ -56,7 +58,7 @@ def call_now(story: Iterable[Transition]) -> CallNow | None:
             if now.state == TALKING and now.agent is not None and t.agent != now.agent:
                 continue  # the other end of a consultation call (att_xfer) answered: not the client's
             now = CallNow(now.call_uuid, now.client, now.direction, TALKING, now.since, t.at, (), t.agent,
-                          now.from_agent, now.route, group)
+                          now.from_agent, t.route or now.route, group)
         elif t.kind == TRANSFERRED:
             now = CallNow(now.call_uuid, now.client, now.direction, TALKING, now.since, t.at, (), t.agent,
                           t.from_agent, now.route, group)

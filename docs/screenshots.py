@@ -2,15 +2,14 @@
 
     python docs/screenshots.py          # needs Debian's chromium and playwright (pip install -e '.[test]')
 
-The demo's office day runs against the fake FreeSWITCH (so the board has its missed call, the
-callback and the hit rate), then a call in progress is put on the screens: Marta's call, passed
-from Olena to Anna, published into the daemon's live hub as the listener publishes transitions.
+The demo's office day runs against the fake FreeSWITCH (so the board has its missed call and the
+hit rate), then Marta calls once more: Bohdan answers and passes her on to Anna, whose screen pop
+shows the card while they talk (the CRM's name and card link are set for the picture).
 """
 from __future__ import annotations
 
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import gevent
@@ -20,9 +19,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from browser import Browser
 
-from fsrouter.core.live import ANSWERED, RINGING, TRANSFERRED, Transition
-from fsrouter.core.model import INBOUND
-from fsrouter.demo import MARTA, Demo
+from fsrouter.demo import AGENTS, MARTA, Demo
+from fsrouter.fakefs.transfers import BLIND, Transfer
 
 
 def main() -> None:
@@ -33,17 +31,16 @@ def main() -> None:
             screens = demo.daemon.pages.screens
             screens.crm_card_url = "https://crm.example/clients/{client}"
             screens.crm_name = {"+380501234567": "Marta Koval (Koval & Sons)"}.get
-            client = demo.daemon.service.normalize(MARTA)
-            now = datetime.now(UTC)
-            for seq, (kind, agent, passed_by) in enumerate(
-                    [(RINGING, "1003", None), (ANSWERED, "1003", None), (TRANSFERRED, "1001", "1003")], start=1):
-                demo.daemon.hub.publish(Transition(kind, "shot-1", now - timedelta(seconds=95 - 30 * seq), INBOUND,
-                                                   client, agent=agent, from_agent=passed_by, group="sales",
-                                                   route="sticky" if kind == RINGING else None,
-                                                   hop=1 if passed_by else 0, seq=seq))
-            demo.daemon.hub.publish(Transition(RINGING, "shot-2", now - timedelta(seconds=4), INBOUND,
-                                               "+380931112233", agent="1002", group="sales", route="fallback",
-                                               seq=1))
+            # Marta calls again: Bohdan, her agent by the end of the day, answers and passes her on
+            # to Anna (a blind transfer), who talks long enough for the pictures.
+            for ext in AGENTS:
+                demo.fake.agent(ext, never_answers=True)
+            demo.fake.agent("1002", answers_after=3, talk=30, transfer=Transfer(BLIND, "1001"))
+            demo.fake.agent("1001", answers_after=2, talk=60_000)
+            demo.fake.place_call(caller=MARTA, router=demo.daemon.outbound.address)
+            with gevent.Timeout(20, False):
+                while not any(c.concerns("1001") and c.from_agent for c in screens.calls()):
+                    gevent.sleep(0.05)
             base = "http://{}:{}".format(*demo.daemon.api.address)
             browser = Browser()
             try:

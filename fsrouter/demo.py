@@ -16,6 +16,7 @@ import gevent
 from . import wiring
 from .config import Config
 from .fakefs import FakeFreeSWITCH
+from .fakefs.transfers import BLIND, Transfer
 from .http.links import Links
 from .logs import configure_logging
 
@@ -52,8 +53,8 @@ class Demo:
         base = f"http://{host}:{port}"
         say("Open these in a browser; they stay live while the day plays"
             f"{f' and {self.linger:.0f} s after' if self.linger else ''}:\n"
-            f"  the office board:   {self.links.board_url(base)}\n"
-            f"  Olena's screen pop: {self.links.agent_url(base, '1003')}\n")
+            f"  the office board:    {self.links.board_url(base)}\n"
+            f"  Bohdan's screen pop: {self.links.agent_url(base, '1002')}\n")
         self.scene("09:02", "Marta calls for the first time; everyone rings, Olena answers and talks 3 min.",
                    lambda: self.client_calls(MARTA, answer={"1003": (4, 180)}))
         self.scene("09:15", "Ivan calls; Anna answers but the call lasts only 6 s.",
@@ -69,6 +70,10 @@ class Demo:
                    lambda: self.client_calls(MARTA, answer={"1001": (5, 40)}))
         self.scene("15:20", "A call whose caller ID is dial-string syntax: '1001,user/6666@evil'.",
                    lambda: self.client_calls("1001,user/6666@evil", answer={"1002": (2, 15)}))
+        self.scene("16:10", "Marta calls; Anna answers and passes her on to Bohdan (a blind transfer): "
+                   "her card moves to Bohdan's screen pop.",
+                   lambda: self.client_calls(MARTA, answer={"1001": (3, 30), "1002": (2, 60)},
+                                             transfers={"1001": Transfer(BLIND, "1002")}))
         self.scene("17:55", "Nobody is free: every phone is busy.",
                    lambda: self.client_calls(IVAN, busy=tuple(AGENTS)))
         say("\nThe bindings fsrouter holds at the end of the day (fsrouter binding list):")
@@ -83,12 +88,12 @@ class Demo:
         click.echo(f"[{clock}] {text}")
         act()
 
-    def client_calls(self, caller: str, answer=None, silent=(), busy=()) -> None:
-        answer = answer or {}
+    def client_calls(self, caller: str, answer=None, silent=(), busy=(), transfers=None) -> None:
+        answer, transfers = answer or {}, transfers or {}
         for ext in AGENTS:
             if ext in answer:
                 after, talk = answer[ext]
-                self.fake.agent(ext, answers_after=after, talk=talk)
+                self.fake.agent(ext, answers_after=after, talk=talk, transfer=transfers.get(ext))
             elif ext in busy:
                 self.fake.agent(ext, busy=True)
             else:
@@ -103,6 +108,8 @@ class Demo:
         if call.answered_by:
             click.echo(f"        answered by {AGENTS.get(call.answered_by)} ({call.answered_by}) on the "
                        f"{route} leg, talked {call.talk_seconds:.0f} s   [reason: {reason}]")
+            for ext, transfer in transfers.items():
+                click.echo(f"        {AGENTS[ext]} passed the call on to {AGENTS[transfer.to]} ({transfer.to})")
         else:
             click.echo(f"        nobody answered: back to the dialplan (voicemail)   [reason: {reason}]")
         self.report_bindings()

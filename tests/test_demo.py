@@ -15,6 +15,7 @@ def test_demo_routes_an_office_day_and_shows_each_route_and_binding_change():
     assert "was Taras" in out and "reason: agent_disabled" in out and "reason: not_a_client" in out
     assert "6666" not in out.split("'1001,user/6666@evil'.")[1]  # the hostile caller ID went nowhere
     assert "nobody answered: back to the dialplan" in out
+    assert "Anna passed the call on to Bohdan (1002)" in out
 
 
 def test_demo_prints_the_board_and_an_agents_page_and_serves_them_while_the_day_plays(tmp_path):
@@ -28,7 +29,7 @@ def test_demo_prints_the_board_and_an_agents_page_and_serves_them_while_the_day_
     result = CliRunner().invoke(main, ["demo", "--speed", "8"])
     assert result.exit_code == 0, result.output
     board, agent = (re.search(rf"(http://127\.0\.0\.1:\d+/{path}\?token=[\w-]+)", result.output) for path in
-                    ("board", "agent/1003"))
+                    ("board", "agent/1002"))
     assert board and agent, result.output
     demo = Demo(8.0, tmp_path, linger=1.0)
     playing = gevent.spawn(demo.run)
@@ -37,7 +38,7 @@ def test_demo_prints_the_board_and_an_agents_page_and_serves_them_while_the_day_
         base = "http://{}:{}".format(*demo.daemon.api.address)
         page = request("GET", demo.links.board_url(base), timeout=5)
         assert page.status == 200 and b'id="missed"' in page.body
-        assert request("GET", demo.links.agent_url(base, "1003"), timeout=5).status == 200
+        assert request("GET", demo.links.agent_url(base, "1002"), timeout=5).status == 200
         playing.join(60)
         assert playing.successful()
     finally:

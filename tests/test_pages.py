@@ -17,6 +17,7 @@ from fsrouter.core.calls_now import OVER, RINGING_NOW, TALKING, call_now
 from fsrouter.core.live import ANSWERED, ENDED, MISSED, RINGING, TRANSFERRED, Transition
 from fsrouter.core.model import INBOUND, OUTBOUND, Call
 from fsrouter.core.settings import Settings
+from fsrouter.fakefs.transfers import ATT_XFER, ATTENDED, BLIND, Transfer
 from fsrouter.http.client import request
 from fsrouter.http.links import Links
 from fsrouter.http.pages import CSP
@@ -111,6 +112,11 @@ def office(tmp_path_factory, crm):
                     crm_lookups=(CrmLookup("lead", crm.lookup_url("lead"), "responsible.ext",
                                            name_field="client.name"),))
     office.daemon.pages.board_refresh = 0.3
+    # The fake's clock runs at 1/200 of FreeSWITCH's: a group whose phones ring for 10 of its
+    # minutes (3 s) lets a browser see a call ring.
+    office.store.add_group("desk", ring_timeout=timedelta(seconds=600))
+    for ext in ("1001", "1002", "1003", "1004"):
+        office.store.add_member("desk", ext)
     host, port = office.daemon.api.address
     office.base = f"http://{host}:{port}"
     yield office
@@ -209,7 +215,7 @@ def wait_for_text(browser, page, selector, text, timeout=5.0):
 
 
 def test_the_ringing_agents_page_shows_the_client_within_a_second_published_to_the_hub(office, browser):
-    """Lower level (a stopgap until the listener publishes transitions): straight into the hub."""
+    """Lower level: the transitions straight into the hub (the end-to-end test plays a call)."""
     page = browser.page(office.base + LINKS.agent_url("", "1001"))
     try:
         started = time.monotonic()
@@ -225,7 +231,8 @@ def test_the_ringing_agents_page_shows_the_client_within_a_second_published_to_t
 
 def test_after_a_transfer_the_card_is_on_the_new_agents_page_saying_who_passed_it_published_to_the_hub(
         office, browser):
-    """Lower level (a stopgap until the fake's transfers reach the listener): straight into the hub."""
+    """Lower level: the transitions straight into the hub (the end-to-end test plays the three
+    transfers on the fake FreeSWITCH)."""
     old = browser.page(office.base + LINKS.agent_url("", "1002"))
     new = browser.page(office.base + LINKS.agent_url("", "1003"))
     try:
@@ -335,3 +342,71 @@ def test_the_pages_run_where_memory_may_not_be_writable_and_executable():
         pytest.skip("this kernel has no PR_SET_MDWE")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["200", "200", "200"]
+
+
+# -- end to end: calls played on the fake FreeSWITCH, the listener publishing their story ---------
+
+def script(office, **agents):
+    """Every agent's phone for the next call: the ones named answer as told, the others ring on."""
+    for ext in ("1001", "1002", "1003", "1004"):
+        if ext in agents:
+            office.fake.agent(ext, **agents[ext])
+        else:
+            office.fake.agent(ext, never_answers=True)
+
+
+def test_the_ringing_agents_page_shows_the_client_within_a_second(office, browser):
+    # The fake's clock runs at 1/200: 1002 answers after 2 s and talks for 1 s.
+    page = browser.page(office.base + LINKS.agent_url("", "1002"))
+    try:
+        script(office, **{"1002": {"answers_after": 400, "talk": 200}})
+        started = time.monotonic()
+        handle = office.fake.place_call(caller="0931112255", group="desk", router=office.router)
+        wait_for_text(browser, page, ".card .number", "+380931112255", timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        assert "ringing" in text_of(browser, page, ".card .badge").lower()
+        wait_for_text(browser, page, ".card .badge", "talking", timeout=5.0)
+        assert handle.wait(15)
+        wait_for_text(browser, page, ".card .badge", "over", timeout=5.0)
+    finally:
+        browser.run(page.close)
+
+
+@pytest.mark.parametrize("kind", [BLIND, ATTENDED, ATT_XFER])
+def test_after_a_transfer_the_card_is_on_the_new_agents_page_saying_who_passed_it(office, browser, kind):
+    old = browser.page(office.base + LINKS.agent_url("", "1002"))
+    new = browser.page(office.base + LINKS.agent_url("", "1004"))
+    try:
+        script(office, **{"1002": {"answers_after": 40, "talk": 300, "transfer": Transfer(kind, "1004", consult=100)},
+                          "1004": {"answers_after": 40, "talk": 400}})
+        handle = office.fake.place_call(caller="0931112266", group="desk", router=office.router)
+        wait_for_text(browser, old, ".card .badge", "talking", timeout=5.0)
+        wait_for_text(browser, new, ".card .passed", "Agent 1002", timeout=10.0)
+        assert "+380931112266" in text_of(browser, new, ".card .number")
+        assert "talking" in text_of(browser, new, ".card .badge").lower()
+        wait_for_text(browser, old, ".card .badge", "over", timeout=5.0)
+        assert handle.wait(15)
+        office.settle()
+    finally:
+        browser.run(old.close)
+        browser.run(new.close)
+
+
+def test_a_crm_name_full_of_markup_shows_as_text_on_the_ringing_agents_page(office, browser):
+    office.daemon.crm.forget()
+    page = browser.page(office.base + LINKS.agent_url("", "1001"))
+    try:
+        # The CRM names 1001: the sticky leg rings 1001 (20 s of the fake's time), who answers on it.
+        script(office, **{"1001": {"answers_after": 10, "talk": 300}})
+        handle = office.fake.place_call(caller="0501234567", group="desk", router=office.router)
+        wait_for_text(browser, page, ".card .name", "<b>Marta</b>", timeout=5.0)
+        assert text_of(browser, page, ".card .name") == HOSTILE
+        wait_for_text(browser, page, ".card .state-line", "sticky", timeout=5.0)  # 1001 answered its leg
+        found = browser.run(lambda: page.evaluate(
+            "() => [window.pwned, document.querySelectorAll('#cards .name *, #cards img, #cards script').length]"))
+        assert found == [None, 0], found
+        assert handle.wait(15)
+        office.settle()
+        assert browser.run(lambda: page.errors) == []
+    finally:
+        browser.run(page.close)

@@ -154,9 +154,9 @@ def test_encoder_rewrites_every_recorded_event_byte_for_byte(captures):
     assert count > 700
 
 
-def test_shapes_module_is_what_the_captures_give(captures):
-    expected = shapes_build.render_module(shapes_build.extract(captures))
-    assert Path(shapes_build.__file__).with_name("shapes.py").read_text(encoding="utf-8") == expected
+def test_shapes_data_is_what_the_captures_give(captures):
+    expected = shapes_build.render_json(shapes_build.extract(captures))
+    assert Path(shapes_build.__file__).with_name("shapes.json").read_text(encoding="utf-8") == expected
 
 
 def test_inbound_auth_and_command_replies_are_the_recorded_bytes(fake, captures):

@@ -1,6 +1,6 @@
 """A FreeSWITCH channel as the fake keeps it, and how its events are written.
 
-An event is one recorded event of the same kind and moment (shapes.py) with this channel's
+An event is one recorded event of the same kind and moment (shapes.json, read by shapes.py) with this channel's
 values put in: its ids and numbers into the ⟨placeholders⟩, its times into every time header,
 the variables the router set where the recording's router had set its own, and the outcome
 variables the fake computed (channel.dynamic) over the recorded ones. A variable in `dynamic`

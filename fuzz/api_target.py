@@ -76,7 +76,9 @@ class ApiUnderTest:
         for name, value in (headers or {}).items():
             key = name.strip().upper().replace("-", "_")
             key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
-            named[key] = value
+            # As gevent's WSGIServer builds the environ (pywsgi.py get_environ): a header sent
+            # twice (Authorization and authorization) is one value joined with ",", not the last.
+            named[key] = f"{named[key]},{value}" if key in named and key.startswith("HTTP_") else value
         environ.update(named)
         environ.setdefault("CONTENT_LENGTH", str(len(body)) if body else "")
         answer = {}

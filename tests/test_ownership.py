@@ -69,3 +69,12 @@ def test_routable_sources_is_the_sources_order_filtered_by_mode():
     assert ownership.routable_sources(Settings()) == (CRM, MANUAL, AUTO)
     assert ownership.routable_sources(Settings(mode="auto", sources=(AUTO, CRM, MANUAL))) == (AUTO, CRM)
     assert ownership.routable_sources(Settings(mode="manual")) == (CRM, MANUAL)
+
+
+def test_barred_is_what_decide_applies_for_a_shared_number_and_a_blocked_agent():
+    assert ownership.barred("1001", blocked={"1001"}) == "agent_blocked"
+    assert ownership.barred("1001", blocked={"1001"}, shared=True) == "shared_number"
+    assert ownership.barred("1001", blocked={"1002"}) is None
+    b = bindings(bound(MANUAL, "1001"))
+    assert ownership.decide(CLIENT, b, AGENTS, Settings(), NOW, blocked={"1001"}).reason == "agent_blocked"
+    assert ownership.decide(CLIENT, b, AGENTS, Settings(), NOW, shared=True).reason == "shared_number"

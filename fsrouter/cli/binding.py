@@ -171,8 +171,8 @@ def binding_block(app, client_number, ext):
     owner, dropped = app.service.bindings.block(app.service.normalize(client_number), ext)
     click.echo(f"client {owner} is kept away from {ext}"
                + (f" (dropped the learned binding to {ext})" if dropped else ""))
-    manual = app.store.bindings_for(owner).get("manual")
-    if manual is not None and manual.agent == ext:
+    manual = app.store.bindings_for(owner).get(MANUAL)
+    if manual is not None and app.service.standings([manual])[owner].state(MANUAL) == "agent_blocked":
         click.echo(f"the manual binding of {owner} names {ext}: it no longer routes (binding set/rm it)")
 
 

@@ -64,6 +64,18 @@ _UNAVAILABLE_REASONS = {OFFLINE: "agent_offline", BUSY: "agent_busy", DND: "agen
 _MODE_SOURCES = {"manual": (CRM, MANUAL), "auto": (CRM, AUTO), "both": (CRM, MANUAL, AUTO)}
 
 
+def barred(agent: str | None, *, blocked: Collection[str] = (), shared: bool = False) -> str | None:
+    """Why a binding of this client to `agent` can never route, whatever else holds: the number
+    is shared (shared_number) or the client is kept away from the agent (agent_blocked); None
+    when neither. `decide` applies it; learning and `binding set` ask it before a binding is made
+    (a shared number teaches nobody; nobody is bound, by hand or by a call, to a blocked agent)."""
+    if shared:
+        return "shared_number"
+    if agent is not None and agent in blocked:
+        return "agent_blocked"
+    return None
+
+
 def routable_sources(settings: Settings) -> tuple[str, ...]:
     """The sources that may route under `settings`, in the order they are tried (`sources`,
     filtered by `mode`). Settings of a group: pass overrides.effective(settings, group)."""
@@ -147,8 +159,9 @@ def decide(client: str | None, bindings: Mapping[str, Binding], agents: Mapping[
         return Ownership(None, (), None, "not_a_client")
     tried = [*settings.sources, *(s for s in ROUTE_SOURCES if s not in settings.sources)]
     given = [bindings[s] for s in tried if s in bindings]
-    if shared:
-        return Ownership(client, tuple(Verdict(b, "shared_number") for b in given), None, "shared_number")
+    whole = barred(None, shared=shared)  # the number itself (a binding's agent: in _failure)
+    if whole is not None:
+        return Ownership(client, tuple(Verdict(b, whole) for b in given), None, whole)
     if not given:
         return Ownership(client, (), None, "no_binding")
     if group is not None and not hours.within(group.sticky_hours, group.timezone, now):
@@ -183,8 +196,9 @@ def _failure(binding: Binding, group: Group | None, now: datetime, settings: Set
         return "agent_disabled"
     if group is not None and group.sticky_scope == SCOPE_MEMBERS and group.name not in agent.groups:
         return "outside_scope"
-    if binding.agent in blocked:
-        return "agent_blocked"
+    bar = barred(binding.agent, blocked=blocked)
+    if bar is not None:
+        return bar
     return _UNAVAILABLE_REASONS.get(state_of(agent, availability))
 
 

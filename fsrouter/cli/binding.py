@@ -62,10 +62,8 @@ def binding_set(app, client, ext, expires):
 @pass_app
 def binding_show(app, client, group_name, as_json):
     """Show CLIENT's bindings (the CRM's answer too, when one is configured), with when, why and
-    whether they route; then, per group, who a call now would ring first.
-
-    \b
-    A linked number shows its client's bindings (and its own shared flag)."""
+    whether they route; then, per group, who a call now would ring first. A linked number shows
+    its client's bindings (and its own shared flag)."""
     from ..http.crm import CrmClient
 
     number = app.service.normalize(client)

@@ -206,15 +206,22 @@ def lasting(client: str, bindings: Mapping[str, Binding], agents: Mapping[str, A
             now: datetime, groups: Iterable[Group] = (), *, blocked: Collection[str] = (),
             shared: bool = False) -> dict[str, str]:
     """The bindings that route in none of `groups` (none given: without a group) whatever the
-    hour and the agents' presence, keyed by source, each with why (as `decide` says it in the
-    first group): what `binding list --stale` lists. A reason in TRANSIENT never makes a binding
-    stale: it will route again without anyone changing anything."""
-    contexts = [replace(group, sticky_hours="") for group in groups] or [None]  # every hour
-    decisions = [decide(client, bindings, agents, settings, now, group=group, blocked=blocked, shared=shared)
-                 for group in contexts]
+    hour and the agents' presence, keyed by source, each with why: what `binding list --stale`
+    lists. The why is the one `decide` gives without a group when that one lasts (a blocked
+    agent is blocked in every group), else the first group's (outside_scope). A reason in
+    TRANSIENT never makes a binding stale: it will route again without anyone changing anything."""
+    def decided(group: Group | None) -> Ownership:
+        return decide(client, bindings, agents, settings, now, group=group, blocked=blocked, shared=shared)
+
+    def lasts(reason: str | None) -> bool:
+        return reason is not None and reason not in TRANSIENT
+
+    anywhere = decided(None)
+    # Each group at every hour: sticky hours are TRANSIENT, never a reason to be stale.
+    in_groups = [decided(replace(group, sticky_hours="")) for group in groups] or [anywhere]
     found = {}
-    for verdict in decisions[0].verdicts:
-        reasons = [decision.of(verdict.source).reason for decision in decisions]
-        if all(reason is not None and reason not in TRANSIENT for reason in reasons):
-            found[verdict.source] = reasons[0]
+    for verdict in anywhere.verdicts:
+        reasons = [decision.of(verdict.source).reason for decision in in_groups]
+        if all(lasts(reason) for reason in reasons):
+            found[verdict.source] = verdict.reason if lasts(verdict.reason) else reasons[0]
     return found

@@ -257,11 +257,13 @@ class Service:
         def decide(group=None):
             return ownership.decide(client, bindings, snapshot.agents, snapshot.settings, now, group=group,
                                     blocked=blocked, shared=shared)
+        anywhere = decide()
         if not per_group:
-            return Standing(anywhere=decide(), groups={}, stale={})
-        return Standing(anywhere=decide(), groups={name: decide(g) for name, g in snapshot.groups.items()},
-                        stale=ownership.lasting(client, bindings, snapshot.agents, snapshot.settings, now,
-                                                snapshot.groups.values(), blocked=blocked, shared=shared))
+            return Standing(anywhere=anywhere, groups={}, stale={})
+        now_in = {name: decide(group) for name, group in snapshot.groups.items()}
+        every_hour = [now_in[name] if not group.sticky_hours else decide(ownership.any_hour(group))
+                      for name, group in snapshot.groups.items()]
+        return Standing(anywhere=anywhere, groups=now_in, stale=ownership.lasting(anywhere, every_hour))
 
     def missed_calls(self, since: datetime | None = None, only_open: bool = False,
                      now: datetime | None = None) -> list[MissedCall]:

@@ -80,20 +80,25 @@ def test_barred_is_what_decide_applies_for_a_shared_number_and_a_blocked_agent()
     assert ownership.decide(CLIENT, b, AGENTS, Settings(), NOW, shared=True).reason == "shared_number"
 
 
+def stale(bindings, agents, groups, **kw):
+    def decided(group=None):
+        return ownership.decide(CLIENT, bindings, agents, Settings(), NOW, group=group, **kw)
+    return ownership.lasting(decided(), [decided(ownership.any_hour(g)) for g in groups])
+
+
 def test_lasting_is_what_routes_in_no_group_at_any_hour():
     sam = {**AGENTS, "2001": Agent("2001", "Sam", groups=frozenset({"support"}))}
     sales = Group("sales", sticky_scope=SCOPE_MEMBERS, sticky_hours="mon 00:00-00:01")
     support = Group("support")
     to_sam = bindings(bound(MANUAL, "2001"))
     # Outside sales's scope, but support rings 2001: not stale; only sales: stale.
-    assert ownership.lasting(CLIENT, to_sam, sam, Settings(), NOW, [sales, support]) == {}
-    assert ownership.lasting(CLIENT, to_sam, sam, Settings(), NOW, [sales]) == {MANUAL: "outside_scope"}
+    assert stale(to_sam, sam, [sales, support]) == {}
+    assert stale(to_sam, sam, [sales]) == {MANUAL: "outside_scope"}
     # Blocked everywhere: the reason without a group, not the first group's outside_scope.
-    assert ownership.lasting(CLIENT, to_sam, sam, Settings(), NOW, [sales, support], blocked={"2001"}) == {
-        MANUAL: "agent_blocked"}
+    assert stale(to_sam, sam, [sales, support], blocked={"2001"}) == {MANUAL: "agent_blocked"}
     # Sticky hours and presence pass by themselves; an expiry does not, whatever the hour.
-    to_anna = bindings(bound(MANUAL, "1001"))
-    assert ownership.lasting(CLIENT, to_anna, {**AGENTS, "1001": Agent("1001", "A", groups=frozenset({"sales"}), dnd=True)}, Settings(), NOW,
-                             [sales]) == {}
+    dnd = {**AGENTS, "1001": Agent("1001", "A", groups=frozenset({"sales"}), dnd=True)}
+    assert stale(bindings(bound(MANUAL, "1001")), dnd, [sales]) == {}
     gone = bindings(bound(MANUAL, "1001", expires_at=NOW - timedelta(hours=1)))
-    assert ownership.lasting(CLIENT, gone, AGENTS, Settings(), NOW, [sales]) == {MANUAL: "expired"}
+    assert stale(gone, AGENTS, [sales]) == {MANUAL: "expired"}
+    assert stale(gone, AGENTS, []) == {MANUAL: "expired"}

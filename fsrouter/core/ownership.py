@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 
 from . import hours, overrides
 from .model import AUTO, CRM, MANUAL, ROUTE_SOURCES, SCOPE_MEMBERS, Agent, Binding, Group
@@ -79,8 +80,14 @@ def barred(agent: str | None, *, blocked: Collection[str] = (), shared: bool = F
 def routable_sources(settings: Settings) -> tuple[str, ...]:
     """The sources that may route under `settings`, in the order they are tried (`sources`,
     filtered by `mode`). Settings of a group: pass overrides.effective(settings, group)."""
-    allowed = _MODE_SOURCES[settings.mode]
-    return tuple(s for s in settings.sources if s in allowed)
+    return _order(settings.sources, settings.mode)[1]
+
+
+@lru_cache(maxsize=64)
+def _order(sources: tuple[str, ...], mode: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every source in the order tried: `sources`, then the others; those `mode` routes)."""
+    allowed = _MODE_SOURCES[mode]
+    return (*sources, *(s for s in ROUTE_SOURCES if s not in sources)), tuple(s for s in sources if s in allowed)
 
 
 def state_of(agent: Agent, availability: Mapping[str, str] | None) -> str:
@@ -157,7 +164,7 @@ def decide(client: str | None, bindings: Mapping[str, Binding], agents: Mapping[
     settings = overrides.effective(settings, group)
     if client is None:
         return Ownership(None, (), None, "not_a_client")
-    tried = [*settings.sources, *(s for s in ROUTE_SOURCES if s not in settings.sources)]
+    tried, routable = _order(settings.sources, settings.mode)
     given = [bindings[s] for s in tried if s in bindings]
     whole = barred(None, shared=shared)  # the number itself (a binding's agent: in _failure)
     if whole is not None:
@@ -166,7 +173,6 @@ def decide(client: str | None, bindings: Mapping[str, Binding], agents: Mapping[
         return Ownership(client, (), None, "no_binding")
     if group is not None and not hours.within(group.sticky_hours, group.timezone, now):
         return Ownership(client, tuple(Verdict(b, "outside_hours") for b in given), None, "outside_hours")
-    routable = routable_sources(settings)
     verdicts = []
     owner = None
     reason = None
@@ -202,26 +208,26 @@ def _failure(binding: Binding, group: Group | None, now: datetime, settings: Set
     return _UNAVAILABLE_REASONS.get(state_of(agent, availability))
 
 
-def lasting(client: str, bindings: Mapping[str, Binding], agents: Mapping[str, Agent], settings: Settings,
-            now: datetime, groups: Iterable[Group] = (), *, blocked: Collection[str] = (),
-            shared: bool = False) -> dict[str, str]:
-    """The bindings that route in none of `groups` (none given: without a group) whatever the
-    hour and the agents' presence, keyed by source, each with why: what `binding list --stale`
-    lists. The why is the one `decide` gives without a group when that one lasts (a blocked
-    agent is blocked in every group), else the first group's (outside_scope). A reason in
-    TRANSIENT never makes a binding stale: it will route again without anyone changing anything."""
-    def decided(group: Group | None) -> Ownership:
-        return decide(client, bindings, agents, settings, now, group=group, blocked=blocked, shared=shared)
-
+def lasting(anywhere: Ownership, every_hour: Iterable[Ownership] = ()) -> dict[str, str]:
+    """The bindings that route in no group whatever the hour and the agents' presence, keyed by
+    source, each with why: what `binding list --stale` lists. `anywhere` is `decide` without a
+    group; `every_hour`, `decide` in each group at any hour (any_hour(group), no presence); with
+    no groups, `anywhere` alone. The why is `anywhere`'s when that one lasts (a blocked agent is
+    blocked in every group), else the first group's (outside_scope). A reason in TRANSIENT never
+    makes a binding stale: it will route again without anyone changing anything."""
     def lasts(reason: str | None) -> bool:
         return reason is not None and reason not in TRANSIENT
 
-    anywhere = decided(None)
-    # Each group at every hour: sticky hours are TRANSIENT, never a reason to be stale.
-    in_groups = [decided(replace(group, sticky_hours="")) for group in groups] or [anywhere]
+    in_groups = list(every_hour) or [anywhere]
     found = {}
     for verdict in anywhere.verdicts:
         reasons = [decision.of(verdict.source).reason for decision in in_groups]
         if all(lasts(reason) for reason in reasons):
             found[verdict.source] = verdict.reason if lasts(verdict.reason) else reasons[0]
     return found
+
+
+@lru_cache(maxsize=256)
+def any_hour(group: Group) -> Group:
+    """The group with no sticky hours: sticky hours are TRANSIENT, never why a binding is stale."""
+    return replace(group, sticky_hours="") if group.sticky_hours else group

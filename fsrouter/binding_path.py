@@ -80,10 +80,11 @@ class BindingPath:
         why = " ".join(str(why).split())
 
         def decide():
-            owner, _, blocked = self.store.client_of(client)
+            owner, shared, blocked = self.store.client_of(client)
             self.store.require_agent(agent)
             current = self.store.bindings_for(owner).get(MANUAL)
-            return [changes_of.set_by_hand(current, owner, agent, now, blocked, expires_at, why)]
+            return [changes_of.set_by_hand(current, owner, agent, now, blocked, expires_at, why,
+                                           number=client, shared=shared)]
 
         (change,) = self._apply(decide, f"the binding of {client}")
         return change.new

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from .binding_path import BindingPath
-from .core import missed, overrides, ownership, routing
+from .core import binding_changes, missed, overrides, ownership, routing
 from .core.missed import MissedCall
 from .core.model import CALL_UUID_RE, CRM, DIRECTIONS, Agent, Binding, Call, Group, RoutePlan
 from .core.numbers import NotAClient, client_or_none, normalize
@@ -403,6 +403,11 @@ class Service:
                 raise ServiceError(f"line {line}: client {client} is already on line {lines[client]}")
             pairs[client] = agent
             lines[client] = line
+        # A line the ownership rule bars for good (shared number, blocked agent) imports nothing.
+        for number, (owner, shared, blocked) in self.store.clients_of(pairs).items():
+            refused = binding_changes.refusal(number, owner, pairs[number], blocked=blocked, shared=shared)
+            if refused:
+                raise ServiceError(f"line {lines[number]}: {refused}")
         return self.bindings.import_bindings(pairs.items(), now=self.clock())
 
     def export_bindings_csv(self, file) -> int:

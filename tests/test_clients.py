@@ -1,5 +1,6 @@
 """Clients as people: linked numbers share bindings, shared numbers never bind or route sticky,
 and a client kept away from an agent never gets them as sticky agent, by any source."""
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ from fsrouter.binding_path import BindingPath
 from fsrouter.core.model import AUTO, MANUAL, Agent, Binding, Call, Group
 from fsrouter.core.routing import decide
 from fsrouter.core.settings import Settings
-from fsrouter.service import Service
+from fsrouter.service import Service, ServiceError
 from fsrouter.store import StoreError
 
 HOME, MOBILE, OFFICE = "+380441234567", "+380501234567", "+380671112233"
@@ -236,3 +237,42 @@ def test_manual_binding_to_a_blocked_agent_is_refused(store):
     BindingPath(store).block(MOBILE, "1001")
     with pytest.raises(StoreError, match="kept away"):
         BindingPath(store).set_manual_binding(MOBILE, "1001", T0)
+
+
+# -- binding set where the ownership rule bars it for good: refused, by every way in ---------------
+
+def test_manual_binding_on_a_shared_number_is_refused(store):
+    store.set_shared(OFFICE, True)
+    with pytest.raises(StoreError, match=r"\+380671112233 is a shared number: it never routes sticky"):
+        BindingPath(store).set_manual_binding(OFFICE, "1001", T0)
+    assert store.bindings_for(OFFICE) == {}
+
+
+def test_cli_binding_set_on_a_shared_number_or_to_a_blocked_agent_is_a_one_line_error(fsrouter):
+    fsrouter("number", "shared", "0442000000", "on")
+    out = fsrouter("binding", "set", "0442000000", "1001", code=1)
+    assert out.strip().count("\n") == 0 and "shared number" in out and "number shared +380442000000 off" in out
+    fsrouter("binding", "block", "0501234567", "1002")
+    out = fsrouter("binding", "set", "0501234567", "1002", code=1)
+    assert out.strip().count("\n") == 0 and "kept away from agent 1002" in out
+    assert json.loads(fsrouter("binding", "list", "--json")) == []
+
+
+def test_binding_import_of_a_shared_number_or_a_blocked_agent_imports_nothing(store):
+    store.set_shared(OFFICE, True)
+    with pytest.raises(ServiceError, match=r"line 3: \+380671112233 is a shared number"):
+        Service(store).import_bindings_csv(io.StringIO("client,agent\n0501234567,1001\n0671112233,1002\n"))
+    BindingPath(store).block(HOME, "1002")
+    with pytest.raises(ServiceError, match="line 2: client .* is kept away from agent 1002"):
+        Service(store).import_bindings_csv(io.StringIO("client,agent\n0441234567,1002\n0501234567,1001\n"))
+    assert store.list_bindings() == []
+
+
+def test_a_shared_number_teaches_nobody_and_a_blocked_agent_is_never_learned_nor_handed_over(store):
+    store.set_shared(OFFICE, True)
+    assert BindingPath(store).learn(answered(OFFICE, "1001"), Settings()) is None
+    BindingPath(store).block(MOBILE, "1002")
+    assert BindingPath(store).learn(answered(MOBILE, "1002"), Settings()) is None
+    BindingPath(store).learn(answered(MOBILE, "1001"), Settings())
+    BindingPath(store).handover("1001", "1002")
+    assert store.bindings_for(MOBILE) == {}  # released, not moved to the agent the client is kept from

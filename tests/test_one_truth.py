@@ -75,11 +75,13 @@ class Office:
         assert result.exit_code == 0, (args, result.output)
         return result.stdout
 
-    def get(self, path: str, query: str = "") -> tuple[int, dict | None]:
+    def get(self, path: str, query: str = "", method: str = "GET", body: dict | None = None) -> tuple[int, dict | None]:
         status = []
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
+        raw = json.dumps(body).encode() if body is not None else b""
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
                    "HTTP_AUTHORIZATION": f"Bearer {TOKEN}", "REMOTE_ADDR": "127.0.0.1",
-                   "wsgi.input": BytesIO(b"")}
+                   "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(raw)),
+                   "wsgi.input": BytesIO(raw)}
         body = b"".join(self.api(environ, lambda s, h: status.append(int(s.split()[0]))))
         return status[0], json.loads(body) if body else None
 
@@ -272,6 +274,20 @@ def test_a_callback_to_any_of_the_clients_numbers_closes_their_missed_call(offic
     assert (total["missed"], total["called_back"], total["callback_median_s"]) == (1, 1, 600)
     done = [json.loads(e.body)["data"] for e in Outbox(office.store).entries() if e.event_type == "callback.done"]
     assert [(d["missed_call_uuid"], d["call_uuid"], d["client"]) for d in done] == [("missed", "back", LINKED)]
+
+
+def test_a_binding_the_rule_bars_for_good_is_refused_by_the_cli_and_the_push_api(office_for):
+    """binding set / PUT on a shared number or to a blocked agent: a one-line error (422), and
+    nothing stored (ownership.barred decides, binding_changes.refusal words it)."""
+    s = replace(SITUATIONS[0], name="refused", setup=lambda o: (o.store.set_shared(LINKED, True),
+                                                               o.cli("binding", "block", CLIENT, "1002")))
+    office = office_for(s)
+    for number, ext, said in ((LINKED, "1001", "is a shared number"), (CLIENT, "1002", "kept away from agent 1002")):
+        result = office.runner.invoke(main, ["--config", str(office.config_path), "binding", "set", number, ext])
+        assert result.exit_code == 1 and said in result.output and result.output.strip().count("\n") == 0
+        status, body = office.get(f"/v1/clients/{number}/binding", method="PUT", body={"agent": ext})
+        assert (status, body["error"]) == (422, "rejected") and said in body["message"]
+    assert office.store.list_bindings() == []
 
 
 def test_breaking_the_one_function_breaks_every_surface_at_once(office_for, monkeypatch):

@@ -73,12 +73,30 @@ def _gone(binding: Binding, kind: str, why: str, at: datetime) -> BindingChange:
 
 # -- by hand ---------------------------------------------------------------------------------------
 
+# What `binding set` (and a push API PUT, and an import line) says of a binding the ownership
+# rule bars for good (ownership.barred): refused, not stored to never route.
+REFUSED = {
+    "agent_blocked": "client {client} is kept away from agent {agent} (binding unblock first)",
+    "shared_number": "{number} is a shared number: it never routes sticky, so it takes no binding "
+                     "(fsrouter number shared {number} off first)",
+}
+
+
+def refusal(number: str, client: str, agent: str, *, blocked, shared: bool) -> str | None:
+    """Why a binding of the client of `number` to `agent` is refused, or None (ownership.barred)."""
+    bar = ownership.barred(agent, blocked=blocked, shared=shared)
+    return REFUSED[bar].format(number=number, client=client, agent=agent) if bar else None
+
+
 def set_by_hand(current: Binding | None, client: str, agent: str, now: datetime, blocked: frozenset[str],
-                expires_at: datetime | None = None, why: str = "set by hand", kind: str = SET) -> BindingChange:
-    """The client's manual binding to `agent` from `now`; Refused when the client is kept away
-    from the agent or the expiry is not in the future."""
-    if agent in blocked:
-        raise Refused(f"client {client} is kept away from agent {agent} (binding unblock first)")
+                expires_at: datetime | None = None, why: str = "set by hand", kind: str = SET, *,
+                number: str | None = None, shared: bool = False) -> BindingChange:
+    """The client's manual binding to `agent` from `now`; Refused when the ownership rule bars it
+    for good (the number, `number`, is shared; the client is kept away from the agent) or the
+    expiry is not in the future."""
+    refused = refusal(number or client, client, agent, blocked=blocked, shared=shared)
+    if refused:
+        raise Refused(refused)
     if expires_at is not None and expires_at <= now:
         raise Refused("the expiry must be in the future")
     new = Binding(client=client, agent=agent, source=MANUAL, at=now, expires_at=expires_at, why=why)
@@ -108,7 +126,7 @@ def teaching(call: Call, client: str, shared: bool, blocked: frozenset[str]) -> 
     """The call as it teaches its client (a linked number teaches its client, `client`), or None
     when it teaches nobody: a shared number never binds, and an agent the client is kept away
     from is never learned."""
-    if not call.client or shared or (call.agent is not None and call.agent in blocked):
+    if not call.client or ownership.barred(call.agent, blocked=blocked, shared=shared) is not None:
         return None
     return call if client == call.client else replace(call, client=client)
 
@@ -164,7 +182,7 @@ def handed_over(bindings: Iterable[Binding], ext: str, other: str, blocked: Mapp
     for b in bindings:
         if b.agent != ext:
             continue
-        if other in blocked.get(b.client, frozenset()):
+        if ownership.barred(other, blocked=blocked.get(b.client, frozenset())) is not None:
             if b.source == AUTO:
                 changes.append(_gone(b, RELEASED, f"agent {ext} left; client kept away from {other}", now))
             continue

@@ -375,9 +375,19 @@ def test_e2e_sequential_fallback_starts_with_an_available_member(office):
         office.store.add_member("seq", ext)
     BindingPath(office.store).set_manual_binding(CLIENT, "1001", datetime.now(UTC))
     office.fake.agent("1002", answers_after=1, talk=3)
+    # 1003's phone is registered too: without it 1003 is offline once its answer is cached, and
+    # goes last with busy 1001 by priority (1001 before 1003): the order asserted below held only
+    # while the connect-time answer for 1003 had not arrived (on a loaded host, 3 runs in 4).
+    office.fake.agent("1003", answers_after=5, talk=3)
     busy_call = office.fake.agent_calls_out("1001", "+380679990000", answered=True, talk=200, ring=0.2)
+    registrations = office.daemon.presence.registrations
+
+    def ready():  # 1001 seen busy, and 1002's and 1003's registrations known, as in an office
+        return office.daemon.busy.is_busy("1001") and all(
+            registrations.cached(f"user/{ext}@127.0.0.1") == (True, AVAILABLE) for ext in ("1002", "1003"))
+
     with gevent.Timeout(5, False):
-        while not office.daemon.busy.is_busy("1001"):
+        while not ready():
             gevent.sleep(0.01)
     call = office.call("0501234567", group="seq")
     assert call.variables["fsrouter_reason"] == "agent_busy"

@@ -68,6 +68,11 @@ class Hub:
         for subscription in list(self._subscriptions):
             subscription._offer(transition)
 
+    def forget_in_progress(self) -> None:
+        """The listener stopped following the calls in progress (a new connection after a loss
+        window: the CDR catch-up records them): their stories end here, untold."""
+        self.in_progress.clear()
+
     def subscribe(self, accept: Callable[[Transition], bool] = lambda _t: True,
                   capacity: int | None = None) -> Subscription:
         subscription = Subscription(self, accept, capacity or self.capacity)

@@ -93,13 +93,14 @@ class _ListenerEvents:
     the call tracker (its finished calls to the writer), the Event-Sequence gap watch."""
 
     def __init__(self, loss: SafeLossWatch, presence: LivePresence, tracker: CallTracker, writer: CallWriter,
-                 gap_watch: SequenceGapWatch, catchup: CdrCatchup | None):
+                 gap_watch: SequenceGapWatch, catchup: CdrCatchup | None, hub: Hub):
         self.loss = loss
         self.presence = presence
         self.tracker = tracker
         self.writer = writer
         self.gap_watch = gap_watch
         self.catchup = catchup
+        self.hub = hub
 
     def on_event(self, headers: dict) -> None:
         self.loss.event(headers)
@@ -116,6 +117,9 @@ class _ListenerEvents:
             # from their CDR once they end, rather than the listener's from what it half saw.
             for call in self.tracker.forget_open():
                 self.writer.put(call)
+            # The tracker tells those calls nothing more (no ended): the pages would show them
+            # in progress for ever.
+            self.hub.forget_in_progress()
         self.presence.on_connect()
 
     def on_disconnect(self, detail: str) -> None:
@@ -208,7 +212,7 @@ def build_daemon(config: Config, *, one_connection: bool = False, cache_ttl: flo
         # the writer and the catch-up kept meeting "database is locked").
         catchup = CdrCatchup(config.cdr_dir, writer.service, node, lock=write_lock, clock=loss.now,
                              pending=lambda: writer.pending, on_recovered=on_recovered)
-    events = _ListenerEvents(loss, presence, tracker, writer, gap_watch, catchup)
+    events = _ListenerEvents(loss, presence, tracker, writer, gap_watch, catchup, hub)
     listener = EventListener(config.esl_host, config.esl_port, config.esl_password, on_event=events.on_event,
                              on_connect=events.on_connect, on_disconnect=events.on_disconnect,
                              connection=connection)

@@ -158,6 +158,8 @@ def test_a_call_the_cut_went_through_is_recorded_whole_from_its_cdr(site):
     site.fake.inbound.start()
     assert site.daemon.listener.connected.wait(10)
     assert handle.wait(15)
+    # The listener stopped following it at the reconnect: the pages no longer show it in progress.
+    assert wait_until(lambda: not list(site.daemon.hub.calls()), 5)
     assert site.catch_up() == 1
     [record] = [c for c in site.store.calls() if c.uuid == handle.uuid]
     assert (record.agent, record.talk_seconds >= 199, record.answered) == ("1003", True, True)

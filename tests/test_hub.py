@@ -65,3 +65,12 @@ def test_a_closed_subscription_gets_nothing_more():
         pass
     hub.publish(transition(RINGING))
     assert sub.get(0) == []
+
+
+def test_calls_the_listener_stopped_following_are_no_longer_in_progress():
+    hub = Hub()
+    hub.publish(transition(RINGING, uuid="a"))
+    hub.forget_in_progress()
+    assert list(hub.calls()) == []
+    hub.publish(transition(RINGING, uuid="b"))
+    assert [story[0].call_uuid for story in hub.calls()] == ["b"]

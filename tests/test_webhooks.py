@@ -20,7 +20,7 @@ from fsrouter.config import ConfigError, load_config
 from fsrouter.core import live, webhooks
 from fsrouter.core.model import Call
 from fsrouter.core.settings import Settings
-from fsrouter.http.outbox import DEAD, PENDING, SENT, LiveEvents, Outbox, Sender
+from fsrouter.http.outbox import DEAD, PENDING, SENT, LiveEvents, Outbox, Sender, chains
 from fsrouter.service import Service
 from fsrouter.store import Store
 from fsrouter.wiring import build_daemon
@@ -201,19 +201,73 @@ def test_the_same_story_told_twice_has_the_same_event_ids(store):
     assert other.id not in {b["id"] for b in first}
 
 
-def test_a_calls_events_are_sent_in_order_one_waiting_while_an_earlier_one_is_pending(store):
+def test_a_calls_events_are_due_together_in_order_and_wait_while_an_earlier_one_is_claimed_or_backing_off(store):
     write_live(store, told("ringing", 1, "1001", at=0), told("answered", 2, "1001"),
                told("ringing", 1, "1002", at=0, uuid="call-2"))
     box = Outbox(store)
     due = box.due(datetime.now(UTC), 10)
-    # call-1's answered waits for its ringing; call-2's ringing does not wait for call-1.
+    # call-1's answered comes with its ringing, after it; call-2's ringing does not wait for call-1.
     assert [(json.loads(e.body)["data"]["call_uuid"], e.event_type) for e in due] == [
-        ("call-1", "call.ringing"), ("call-2", "call.ringing")]
+        ("call-1", "call.ringing"), ("call-1", "call.answered"), ("call-2", "call.ringing")]
+    assert [[e.event_type for e in chain] for chain in chains(due, 10)] == [
+        ["call.ringing", "call.answered"], ["call.ringing"]]
+    assert [[e.event_type for e in chain] for chain in chains(due, 1)] == [["call.ringing", "call.answered"]]
     first = due[0]
     box.failed(first, "HTTP 503", datetime.now(UTC) + timedelta(minutes=5), dead=False)  # backing off
-    assert [e.event_type for e in box.due(datetime.now(UTC), 10)] == ["call.ringing"]  # still waits
+    assert [e.event_type for e in box.due(datetime.now(UTC), 10)] == ["call.ringing"]  # call-2's; answered waits
+    assert box.claim(box.due(datetime.now(UTC), 10)[0], datetime.now(UTC) + timedelta(minutes=1))
     box.delivered(first, datetime.now(UTC))
-    assert sorted(e.event_type for e in box.due(datetime.now(UTC), 10)) == ["call.answered", "call.ringing"]
+    assert [e.event_type for e in box.due(datetime.now(UTC), 10)] == ["call.answered"]
+
+
+def test_a_chain_stops_at_its_first_failure_and_the_rest_follow_in_order_after_the_backoff(store, receiver):
+    write_live(store, told("ringing", 1, "1001", at=0), told("answered", 2, "1001"), told("ended", 3, "1001", at=40))
+    receiver.status = 503
+    sender = sender_for(store, base_delay=0.3, max_delay=0.3)
+    assert sender.run_once() == 3  # one chain: the three rows
+    sender.pool.join(5)
+    assert receiver.refused == 1  # the first failed; the two behind it were not posted
+    (failed, *rest) = Outbox(store).entries(limit=None)
+    assert failed.attempts == 1 and [e.attempts for e in rest] == [0, 0]
+    assert Outbox(store).due(datetime.now(UTC), 10) == []  # they wait behind it
+    receiver.status = 200
+    deliver_all(sender)
+    assert [e["type"] for e in receiver.events()] == ["call.ringing", "call.answered", "call.ended"]
+
+
+def test_the_sender_keeps_one_connection_open_per_url_across_deliveries(store, receiver):
+    for n in range(30):
+        write_live(store, told("ringing", 1, "1001", at=0, uuid=f"call-{n}"))
+    sender = sender_for(store, concurrency=1)
+    deliver_all(sender)
+    assert len(receiver.events()) == 30
+    assert sender.connections.opened == 1
+
+
+def test_many_calls_events_go_out_side_by_side_each_calls_in_order(store, receiver):
+    for n in range(40):
+        write_live(store, told("ringing", 1, "1001", at=0, uuid=f"call-{n}"), told("answered", 2, "1001", uuid=f"call-{n}"),
+                   told("ended", 3, "1001", at=40, uuid=f"call-{n}"))
+    real_handle = receiver.handle
+    monkey_slow = {"now": 0, "most": 0}
+
+    def slow(environ):  # each answer takes 20 ms: posted one at a time, 120 would take 2.4 s
+        monkey_slow["now"] += 1
+        monkey_slow["most"] = max(monkey_slow["most"], monkey_slow["now"])
+        gevent.sleep(0.02)
+        monkey_slow["now"] -= 1
+        return real_handle(environ)
+
+    receiver.handle = slow
+    sender = sender_for(store, concurrency=16)
+    started = time.monotonic()
+    deliver_all(sender, timeout=10)
+    assert time.monotonic() - started < 1.5
+    assert monkey_slow["most"] > 4  # side by side
+    seen: dict[str, list[str]] = {}
+    for event in receiver.events():
+        seen.setdefault(event["data"]["call_uuid"], []).append(event["type"])
+    assert len(seen) == 40 and all(kinds == ["call.ringing", "call.answered", "call.ended"] for kinds in seen.values())
 
 
 def test_group_set_supervisors(store):

@@ -206,13 +206,21 @@ class CallTables:
         """The events into the outbox, one row per webhook URL, in the caller's transaction."""
         if not events or not self.webhook_urls:
             return
-        now = datetime.now(UTC)
-        rows = [{"event_id": e.id, "event_type": e.type, "target": url, "body": e.body().decode("utf-8"),
-                 "created_at": now, "next_at": now,
-                 "in_order": e.data.get("call_uuid") if e.type in CALL_TYPES else None}
+        o = self.m.Outbox
+        # SQL text rather than peewee's insert_many: building that statement was half the cost of
+        # writing the live call events (py-spy of `fsrouter run` at 100 calls/s, bench "live").
+        columns = [o.event_id, o.event_type, o.target, o.body, o.created_at, o.next_at, o.in_order, o.state,
+                   o.attempts, o.last_error]
+        now = o.created_at.db_value(datetime.now(UTC))
+        rows = [(e.id, e.type, url, e.body().decode("utf-8"), now, now,
+                 e.data.get("call_uuid") if e.type in CALL_TYPES else None, "pending", 0, "")
                 for e in events for url in self.webhook_urls]
-        for chunk in sqltext.chunks(rows, 500):
-            self.m.Outbox.insert_many(chunk).on_conflict_ignore().execute()
+        table = f'"{o._meta.table_name}"'
+        for chunk in sqltext.chunks(rows, sqltext.MAX_PARAMS // len(columns)):
+            self.db.execute_sql(f"INSERT INTO {table} ({sqltext.names(columns)}) "
+                                f"VALUES {sqltext.values(self.db.param, len(columns), len(chunk))} "
+                                f'ON CONFLICT ("event_id", "target") DO NOTHING',
+                                [value for row in chunk for value in row])
         if self.on_event is not None:
             self.on_event()
 

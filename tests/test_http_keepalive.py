@@ -31,7 +31,8 @@ class OneRequestServer:
                 return
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        length = int([line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0])
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
         while len(body) < length:
             body += sock.recv(65536)
         self.requests += 1

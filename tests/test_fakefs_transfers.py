@@ -100,3 +100,28 @@ def test_fake_transfer_tells_the_live_story_and_teaches_the_binding(tmp_path, ki
     assert (call.client, call.agent, list(call.rung), call.talk_seconds) == (
         CLIENT, "1001", expected["calls"][0]["rung"], expected["calls"][0]["talk_seconds"])
     assert learned == expected["bindings"][CLIENT] == "1001"
+
+
+@pytest.mark.parametrize("kind", [BLIND, ATTENDED, ATT_XFER])
+def test_a_transfer_to_an_extension_of_no_agent_is_told_live_and_the_record_stays_the_agents(tmp_path, kind):
+    """1003 passes the client to 1050, a phone no agent has: the story says so (its events go to
+    the group's supervisors), while the call's record and its learning stay with 1003."""
+    office = Office(tmp_path)
+    try:
+        office.fake.agent("1003", answers_after=1, talk=3, transfer=Transfer(kind, "1050"))
+        office.fake.agent("1050", answers_after=1, talk=12.6)
+        assert office.store.agent("1050") is None
+        with office.daemon.hub.subscribe() as page:
+            handle = office.fake.place_call(caller=CLIENT, group="sales", router=office.router)
+            assert handle.wait(15), "the call never ended"
+            office.settle()
+            transitions = [t for t in page.get(1.0) if t.call_uuid == handle.uuid]
+        told = [(t.kind, t.agent, t.from_agent, t.hop) for t in transitions if t.kind != live.RINGING]
+        blind_answer = [("answered", "1050", None, 0)] if kind == BLIND else []
+        assert told[:1] == [("answered", "1003", None, 0)]
+        assert told[1:-1] == [*blind_answer, ("transferred", "1050", "1003", 1)]
+        assert told[-1][:2] == ("ended", "1003")
+        (call,) = office.store.calls()
+        assert call.agent == "1003" and "1050" not in call.handled_by
+    finally:
+        office.close()

@@ -66,6 +66,10 @@ The live story (core/live.py)
     the one it talked to: a blind transfer's new leg (12), the consultation leg (13, 13b).
   * missed (core.missed.is_missed of the finished call) and ended: when the call is finished.
   A call whose record never gets a bridge (not subscribed, lost) is told its answer at the end.
+  An answered leg to a user/ phone of no known agent (``variable_dialed_user`` not an agent: a
+  transfer to an extension nobody is bound to) is told as answered or transferred with that
+  extension as its agent, so the group's supervisors hear of it (core.webhooks.recipients); it
+  is no part of the call's record: the record's agent, talk and learning stay the agents'.
 
 Event-Sequence
   FreeSWITCH numbers every event it fires, subscribed or not, so a listener subscribed to the
@@ -165,6 +169,10 @@ class _Channel:
     last_us: int | None = None
     hung_up: bool = False
     agent: str | None = None  # outbound legs: the agent whose phone it rings
+    # Outbound legs a client's call rang to a user/ phone of no known agent (a transfer to an
+    # extension nobody is bound to, a dialplan ring group): told live (answered, transferred,
+    # for the group's supervisors), never part of the call's record or its learning.
+    extension: str = ""
     owner: _Channel | None = None  # the channel whose call this leg belongs to
     legs: list[_Channel] = field(default_factory=list)  # agent legs, in order
     segments: list[_Segment] = field(default_factory=list)
@@ -174,6 +182,8 @@ class _Channel:
     client: str | None = None
     caller_agent: str | None = None  # OUTBOUND: the agent who placed it
     handled: list[str] = field(default_factory=list)  # agents who talked to the client, in turn
+    talking: str = ""  # who talks to the client now: an agent, or an extension of no agent
+    hops: int = 0  # transfers told so far
     announced: bool = False  # legs: their `answered` was told; outbound roots: likewise
     seq: int = 0  # transitions told so far
 
@@ -327,6 +337,11 @@ class CallTracker:
         dialed = (channel.dialed_user, channel.dialed_extension, channel.first_destination)
         channel.agent = next((d for d in dialed if d and d in agents), None)
         owner = self._open.get(channel.originator)
+        if channel.agent is None and channel.dialed_user and owner is not None:
+            # Told only if the client's call gets bridged to it (_bridge), whoever originated
+            # it: the client's channel (12), the operator's phone (13) or leg (13b).
+            channel.extension = channel.dialed_user
+            return
         if channel.agent is not None and owner is not None:
             channel.owner = owner
             owner.legs.append(channel)
@@ -348,7 +363,11 @@ class CallTracker:
             return
         root, leg = (a, b) if a.inbound else (b, a)
         if leg.agent is None:
-            return  # the client went to something that is not an agent (IVR, voicemail, outside)
+            # The client went to something that is not an agent (IVR, voicemail, outside), or
+            # to the phone of an extension no agent has: that one is told, for the supervisors.
+            if joined and leg.extension and leg.answered_us and self._read(root) == INBOUND:
+                self._connected(root, leg, at_us)
+            return
         if not joined:
             for segment in reversed(root.segments):
                 if segment.leg is leg and segment.end_us is None:
@@ -369,17 +388,22 @@ class CallTracker:
             self._connected(root, leg, at_us)
 
     def _connected(self, root: _Channel, leg: _Channel, at_us: int | None) -> None:
-        """The client now talks to `leg`'s agent: an answer, a transfer, or both (12's new leg)."""
-        talking = root.handled[-1] if root.handled else None
+        """The client now talks to `leg`'s agent (or extension): an answer, a transfer, or both
+        (12's new leg)."""
+        who = leg.agent or leg.extension
+        talking = root.talking or None
         if not leg.announced and (leg.originator == root.uuid or talking is None):
             leg.announced = True
-            self._tell(root, live.ANSWERED, at_us, agent=leg.agent, route=_leg_route(root, leg))
-        if talking == leg.agent:
+            self._tell(root, live.ANSWERED, at_us, agent=who,
+                       route=_leg_route(root, leg) if leg.agent else None)
+        if talking == who:
             return
-        root.handled.append(leg.agent)
+        if leg.agent:
+            root.handled.append(leg.agent)
+        root.talking = who
         if talking is not None:
-            self._tell(root, live.TRANSFERRED, at_us, agent=leg.agent, from_agent=talking,
-                       hop=len(root.handled) - 1)
+            root.hops += 1
+            self._tell(root, live.TRANSFERRED, at_us, agent=who, from_agent=talking, hop=root.hops)
 
     def _hung_up(self, channel: _Channel, complete: bool) -> None:
         if complete:

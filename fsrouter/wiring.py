@@ -152,11 +152,17 @@ def build_daemon(config: Config, *, one_connection: bool = False, cache_ttl: flo
         write_lock = gevent.lock.RLock()
         writer = CallWriter(Service(open_store(config, cooperative=True, on_event=on_event), cache_ttl=cache_ttl),
                             write_lock, own_connection=True)
+    # The listener's connection while it is subscribed: presence asks FreeSWITCH on it, and the
+    # webhook sender reads how far behind its events are.
+    connection = LiveConnection()
     sender = live_events = None
     if config.webhook_urls:
         # Not the routing connection: deliveries never hold up a call's decision.
+        # It waits while FreeSWITCH's events wait unread (more than a buffer's worth: events are
+        # 5-10 KB), so a burst of events is read first (outbox.YIELD_AT_MOST).
         sender = Sender(Outbox(writer.service.store), config.webhook_secret, lock=write_lock,
-                        timeout=config.webhook_timeout, on_result=metrics.webhook_result, wake=outbox_written)
+                        timeout=config.webhook_timeout, on_result=metrics.webhook_result, wake=outbox_written,
+                        behind=lambda: connection.unread_bytes() > 64 * 1024)
         live_events = LiveEvents(writer.service, write_lock)
     # The live story of each call (core/live.py): published to the pages (hub.py), and turned
     # into webhooks when they are configured.
@@ -191,7 +197,6 @@ def build_daemon(config: Config, *, one_connection: bool = False, cache_ttl: flo
                           on_transition=on_transition)
     # Presence (docs/presence-and-hours.md): who is on a call, from the same events, and whose
     # phone is registered, asked of FreeSWITCH (sofia_contact) on the listener's connection.
-    connection = LiveConnection()
     presence = LivePresence(BusyMap(agent_extensions, ignore_channels=ignore), Registrations(connection.api),
                             agents=lambda: service.agents().values(), lock=lock, connected=connection.is_up)
     gap_watch = SequenceGapWatch(tracker.stats)  # logs Event-Sequence gaps, rate-limited

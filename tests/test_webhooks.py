@@ -523,3 +523,24 @@ def test_a_delivery_cut_off_by_stop_is_tried_again_at_the_next_start(store, rece
     again = sender_for(store)  # the next start
     assert again.run_once() >= 1, "the cut-off delivery waits for its old claim to run out"
     again.pool.kill()
+
+
+def test_the_sender_waits_while_freeswitchs_events_wait_unread_then_sends(store, receiver, monkeypatch):
+    import fsrouter.http.outbox as outbox_module
+    monkeypatch.setattr(outbox_module, "YIELD_AT_MOST", 0.3)
+    write_live(store, told("ringing", 1, "1001", at=0))
+    behind = {"now": True}
+    sender = sender_for(store, behind=lambda: behind["now"])
+    sender.start()
+    try:
+        gevent.sleep(0.15)
+        assert receiver.received == [] and sender.yielded > 0  # the events are read first
+        behind["now"] = False
+        assert receiver.wait_for(1, timeout=2)
+        behind["now"] = True
+        write_live(store, told("answered", 2, "1001"))
+        sender.wake()
+        # Never put off for ever: YIELD_AT_MOST later it sends anyway.
+        assert len(receiver.wait_for(2, timeout=2)) == 2
+    finally:
+        sender.stop(timeout=1)

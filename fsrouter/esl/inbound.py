@@ -6,7 +6,10 @@ back off and do it all again. Every event is handed to `on_event` in the order i
 """
 from __future__ import annotations
 
+import fcntl
 import random
+import struct
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,6 +91,18 @@ class LiveConnection:
             raise NotConnectedError()
         with gevent.Timeout(timeout):
             return conn.send(f"api {command}").data
+
+    def unread_bytes(self) -> int:
+        """Bytes FreeSWITCH has sent that the listener has not read yet (the socket's receive
+        queue, FIONREAD): how far behind the event stream the daemon is; 0 when not connected."""
+        conn = self._conn
+        sock = getattr(conn, "sock", None) if conn is not None else None
+        if sock is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):  # closed meanwhile
+            return 0
 
 
 class EventListener:

@@ -36,6 +36,11 @@ log = structlog.get_logger("fsrouter.http.outbox")
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
 COALESCE = 0.01  # seconds the sender lets wake-ups gather before a round (see Sender._loop)
+# While FreeSWITCH's events wait unread (Sender's `behind`), the sender waits too, this long at
+# most in a row: the events are in a socket buffer and then in FreeSWITCH's queue for this
+# listener, which drops what overflows it; the webhooks are in the database and lose nothing by
+# waiting. A burst of events (a reconnect's backlog, the bench's ingestion blast) is read first.
+YIELD_AT_MOST = 2.0
 STATES = (PENDING, SENT, DEAD)
 
 
@@ -194,7 +199,7 @@ class Sender:
                  concurrency: int = 16, keep_sent: timedelta = timedelta(days=7),
                  on_result: Callable[[str], None] | None = None, jitter: bool = True,
                  wake: gevent.event.Event | None = None, connections: http_client.KeepAlive | None = None,
-                 claim_rows: int = 256):
+                 claim_rows: int = 256, behind: Callable[[], bool] | None = None):
         self.outbox = outbox
         self.secret = secret
         self.lock = lock if lock is not None else nullcontext()
@@ -209,6 +214,8 @@ class Sender:
         self.pool = gevent.pool.Pool(max(1, concurrency))
         self.connections = connections if connections is not None else http_client.KeepAlive(max_idle=max(1, concurrency))
         self.claim_rows = claim_rows  # rows read per round at most (the chains of as many calls)
+        self.behind = behind  # True while the event listener has events waiting unread
+        self.yielded = 0  # rounds put off for the event stream
         self.pending = 0  # rows waiting, as last counted
         self.sent = 0
         self.failures = 0
@@ -252,6 +259,7 @@ class Sender:
         errors = 0
         while self._running:
             self._wake.clear()
+            self._yield_to_events()
             try:
                 self.run_once()
                 errors = 0
@@ -264,6 +272,15 @@ class Sender:
                 # What else is done or written meanwhile joins this round: one claim and one mark
                 # for many rows rather than a round per row (a call event waits at most this).
                 gevent.sleep(COALESCE)
+
+    def _yield_to_events(self) -> None:
+        """Wait (YIELD_AT_MOST seconds at most) while the event listener is behind."""
+        if self.behind is None:
+            return
+        deadline = time.monotonic() + YIELD_AT_MOST
+        while self._running and self.behind() and time.monotonic() < deadline:
+            self.yielded += 1
+            gevent.sleep(COALESCE)
 
     def run_once(self) -> int:
         """Claim the chains that are due (as many as the pool can take) and start posting them;

@@ -13,7 +13,7 @@ from office import accepts, free_port, wait_until
 
 from fsrouter.esl.frames import FrameReader, event_headers, parse_stream
 from fsrouter.fakefs import FakeFreeSWITCH, shapes_build
-from fsrouter.fakefs.wire import event_plain, split_raw_frames
+from fsrouter.fakefs.wire import event_json, event_plain, split_raw_frames
 
 CHANNEL_EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP "
                   "CHANNEL_HANGUP_COMPLETE CHANNEL_EXECUTE_COMPLETE CHANNEL_ORIGINATE BACKGROUND_JOB")
@@ -152,6 +152,29 @@ def test_encoder_rewrites_every_recorded_event_byte_for_byte(captures):
             assert event_plain(pairs, body) == raw, f"{path.name}: {raw[:120]!r}"
             count += 1
     assert count > 700
+
+
+def json_pairs(body: bytes) -> list[tuple[str, object]]:
+    """A JSON event's members in order, a header sent twice kept twice (Hangup-Cause)."""
+    import json
+    return json.loads(body, object_pairs_hook=list)
+
+
+def test_json_encoder_rewrites_every_recorded_json_event_byte_for_byte(captures):
+    """Set-b 08, the only `event json` recording: no space after ':', no newline after the
+    object, the event's own body last as "Content-Length" (a string) then "_body"."""
+    count = 0
+    for frame, raw in capture_frames(captures, "set-b-independent-build/08-inbound-event-json.fs-to-client.raw"):
+        if frame.content_type != "text/event-json":
+            continue
+        pairs = json_pairs(frame.body)
+        body = b""
+        if pairs[-1][0] == "_body":
+            assert pairs[-2] == ("Content-Length", str(len(pairs[-1][1])))
+            body, pairs = pairs[-1][1].encode(), pairs[:-2]
+        assert event_json(pairs, body) == raw
+        count += 1
+    assert count == 7
 
 
 def test_shapes_data_is_what_the_captures_give(captures):
@@ -550,6 +573,82 @@ def test_bgapi_replies_then_sends_background_job(fake):
     assert got[0]["Job-UUID"] == "46958de7-f0fa-4465-88f3-94c351d49917"
     assert got[0]["Job-Command"] == "status"
     conn.stop()
+
+
+def test_event_json_is_answered_and_framed_like_set_b_08(fake, captures):
+    """Subscribed as set-b 08's client was, the fake replies with the recorded bytes, then sends
+    every event as FreeSWITCH frames JSON, each the same headers in the same order as its plain
+    form (which the fake's plain shapes are held to)."""
+    prefix = "set-b-independent-build/08-inbound-event-json"
+    client = (captures / f"{prefix}.client-to-fs.raw").read_bytes()
+    recorded = capture_frames(captures, f"{prefix}.fs-to-client.raw")
+    subscribe = client[:client.index(b"bgapi")]  # auth, then `event json CHANNEL_CREATE ...`
+    sock = raw_client(fake.esl_address)
+    sock.sendall(subscribe)
+    assert [raw for _, raw in read_frames(sock, 3)] == [raw for _, raw in recorded[:3]]
+    assert recorded[2][1] == b"Content-Type: command/reply\nReply-Text: +OK event listener enabled json\n\n"
+    out = fake.agent_calls_out("1004", HOSTILE, answered=True, talk=1.0)
+    assert out.wait(5)
+    sock.sendall(b"bgapi status\n\n")
+    frames = read_until(sock, b"BACKGROUND_JOB")
+    events = [(f, raw) for f, raw in frames if f.content_type == "text/event-json"]
+    assert {f.content_type for f, _ in frames} == {"command/reply", "text/event-json"}
+    real_heads = {raw[:raw.index(b"{")].split(b"\n")[1:] == [b"Content-Type: text/event-json", b"", b""]
+                  for f, raw in recorded if f.content_type == "text/event-json"}
+    assert real_heads == {True}
+    plain_by_seq = {e.seq: e.data for e in fake.events()}
+    for frame, raw in events:
+        assert raw == b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(frame.body) + frame.body
+        assert frame.body.startswith(b'{"Event-Name":"') and frame.body.endswith(b"}")
+        # Strings, but for an array header (DP_MATCH: "ARRAY::1001|:1001" in plain, captures
+        # 08 and 09), which FreeSWITCH writes as a list.
+        pairs = [(n, "ARRAY::" + "|:".join(v) if isinstance(v, list) else v) for n, v in json_pairs(frame.body)]
+        assert all(isinstance(v, str) for _, v in pairs)
+        seq = int(dict(pairs)["Event-Sequence"])
+        plain = parse_stream(plain_by_seq[seq])[0]
+        block, _, body = plain.body.partition(b"\n\n")
+        from urllib.parse import unquote
+        plain_pairs = [(n, unquote(v)) for n, _, v in (line.partition(": ") for line in block.decode().split("\n"))
+                       if n and n != "Content-Length"]
+        if body:
+            plain_pairs += [("Content-Length", str(len(body))), ("_body", body.decode())]
+        assert pairs == plain_pairs
+        assert event_json(plain_pairs[:-2] if body else plain_pairs, body) == raw
+    names = [dict(json_pairs(f.body))["Event-Name"] for f, _ in events]
+    assert names[0] == "CHANNEL_CREATE" and names[-1] == "BACKGROUND_JOB"
+    assert json_pairs(events[-1][0].body)[-2][0] == "Content-Length"
+    created = dict(json_pairs(events[0][0].body))
+    assert created["Caller-Destination-Number"] == HOSTILE  # the raw value: nothing to decode
+    hangup = [f.body for f, _ in events if b'"Event-Name":"CHANNEL_HANGUP_COMPLETE"' in f.body[:40]]
+    assert hangup and hangup[0].count(b'"Hangup-Cause":') == 2  # as FreeSWITCH sends it (set-b 08)
+    assert b'"variable_DP_MATCH":["' in hangup[0]
+    sock.close()
+
+
+def test_plain_subscribers_get_no_json_rendering(fake, monkeypatch):
+    """JSON is rendered only for a subscriber that asked for it, once per event."""
+    from fsrouter.fakefs import channel
+    formats = []
+    real = channel.Channel.render
+    monkeypatch.setattr(channel.Channel, "render", lambda self, *a, **k: formats.append(a[7:8] or ("plain",)) or
+                        real(self, *a, **k))
+    conn, got = listener(fake)
+    out = fake.agent_calls_out("1004", "+380672223344", answered=False)
+    assert out.wait(5) and caught_up(fake, got, ["CHANNEL_HANGUP_COMPLETE"], out.uuid)
+    assert formats and set(formats) == {("plain",)}
+    formats.clear()
+    sock = raw_client(fake.esl_address)
+    sock.sendall(b"auth ClueCon\n\nevent json CHANNEL_CREATE\n\n")
+    read_frames(sock, 3)
+    sock2 = raw_client(fake.esl_address)
+    sock2.sendall(b"auth ClueCon\n\nevent json CHANNEL_CREATE\n\n")
+    read_frames(sock2, 3)
+    out = fake.agent_calls_out("1004", "+380672223344", answered=False)
+    assert out.wait(5)
+    assert formats.count(("json",)) == 1  # one CHANNEL_CREATE, two JSON subscribers
+    conn.stop()
+    sock.close()
+    sock2.close()
 
 
 def test_replay_sends_the_recorded_events_byte_for_byte(fake, captures):

@@ -4,6 +4,9 @@ Every event gets the next sequence number whether or not anyone listens, as on a
 a listener subscribed to a few event names sees gaps; `drop(n)` loses the next n events after
 numbering them, which is what a lost event looks like on the wire. A restart gives the switch a
 new Core-UUID and starts the sequence again from 1.
+
+Each event is rendered once as plain bytes (what history and listeners keep), and once more as
+JSON only when a subscriber that asked for `event json` takes it.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 from .channel import Channel
 from .clock import Clock, date_gmt, date_local
-from .wire import event_plain
+from .wire import event_json, event_plain, json_frame
 
 
 @dataclass
@@ -29,6 +32,9 @@ class SentEvent:
 
 class Subscriber(ABC):
     """Anything that takes events: an inbound connection or an outbound-socket session."""
+
+    # "plain" or "json": the frames deliver() is given (as the subscriber's `event` command said).
+    event_format: str = "plain"
 
     @abstractmethod
     def wants(self, name: str, uuid: str | None, subclass: str | None = None) -> bool:
@@ -75,7 +81,9 @@ class EventBus:
         now = at_us if at_us is not None else self.clock.now_us()
         block = channel.render(shape, name, seq, now, self.core_uuid, app, response)
         data = b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % (len(block) + 1) + block + b"\n"
-        return self._publish(SentEvent(seq, name, channel.uuid, data))
+        # Rendered now if at all (the channel changes after this event), at most once.
+        as_json = lambda: json_frame(channel.render(shape, name, seq, now, self.core_uuid, app, response, "json"))
+        return self._publish(SentEvent(seq, name, channel.uuid, data), as_json)
 
     def plain_event(self, name: str, headers: list[tuple[str, str]], body: bytes = b"",
                     calling: tuple[str, str, str] = ("mod_event_socket.c", "api_exec", "1572"),
@@ -91,17 +99,24 @@ class EventBus:
                   ("Event-Date-GMT", date_gmt(now)), ("Event-Date-Timestamp", str(now)),
                   ("Event-Calling-File", calling[0]), ("Event-Calling-Function", calling[1]),
                   ("Event-Calling-Line-Number", calling[2]), ("Event-Sequence", str(seq))]
-        return self._publish(SentEvent(seq, name, None, event_plain(common + headers, body), subclass))
+        headers = common + headers
+        return self._publish(SentEvent(seq, name, None, event_plain(headers, body), subclass),
+                             lambda: event_json(headers, body))
 
-    def _publish(self, event: SentEvent) -> SentEvent:
+    def _publish(self, event: SentEvent, as_json: Callable[[], bytes]) -> SentEvent:
         if self._drop > 0:
             self._drop -= 1
             self.dropped.append(event.seq)
             return event
         self.history.append(event)
+        json_data = None
         for subscriber in list(self.subscribers):
             if subscriber.wants(event.name, event.uuid, event.subclass):
-                subscriber.deliver(event.data)
+                if subscriber.event_format == "json":
+                    json_data = json_data or as_json()
+                    subscriber.deliver(json_data)
+                else:
+                    subscriber.deliver(event.data)
         for listener in self.listeners:
             listener(event)
         return event

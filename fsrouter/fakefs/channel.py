@@ -14,7 +14,7 @@ from itertools import count
 
 from .clock import date_gmt, date_local, date_rfc2822
 from .shapes import LINES, SHAPES
-from .wire import fs_quote
+from .wire import json_member, plain_line
 
 ROUTER_MARK = "⟨router_variables⟩"
 _PLACEHOLDER = re.compile(r"⟨([a-z_]+)⟩")
@@ -44,10 +44,10 @@ for _base, _ends in _SPANS.items():
                            _base + "usec": _ends + ("us",)})
 _session_ids = count(1)
 
-# Per shape: a list of (name, kind, payload, variable name or None, is an Other-Leg header).
-# kind "s": a fixed, already encoded line; "p": a value with placeholders; "c": computed from
-# the channel; "r": the router's variables.
-_COMPILED: dict[str, list[tuple[str, str, object, str | None, bool]]] = {}
+# Per shape and format: a list of (name, kind, payload, variable name or None, is an Other-Leg
+# header). kind "s": a fixed line, already written in the format; "p": a value with placeholders;
+# "c": computed from the channel; "r": the router's variables.
+_COMPILED: dict[tuple[str, str], list[tuple[str, str, object, str | None, bool]]] = {}
 # stamp variables -> (which time, unit)
 _STAMP_VARS = {}
 for _stamp, _key in _STAMPS.items():
@@ -71,9 +71,13 @@ def _computed_names(name: str) -> bool:
             or var.endswith(("_stamp", "_epoch", "_uepoch")) or var in _SPAN_VARS)
 
 
-def compiled(shape: str) -> list[tuple[str, str, object, str | None, bool]]:
-    out = _COMPILED.get(shape)
+_WRITERS = {"plain": plain_line, "json": json_member}
+
+
+def compiled(shape: str, fmt: str = "plain") -> list[tuple[str, str, object, str | None, bool]]:
+    out = _COMPILED.get((shape, fmt))
     if out is None:
+        write = _WRITERS[fmt]
         out = []
         for i in SHAPES[shape]:
             name, value = LINES[i]
@@ -86,8 +90,8 @@ def compiled(shape: str) -> list[tuple[str, str, object, str | None, bool]]:
             elif "⟨" in value:
                 out.append((name, "p", value, var, other))
             else:
-                out.append((name, "s", f"{name}: {fs_quote(value)}\n", var, other))
-        _COMPILED[shape] = out
+                out.append((name, "s", write(name, value), var, other))
+        _COMPILED[(shape, fmt)] = out
     return out
 
 
@@ -154,32 +158,36 @@ class Channel:
                 "operator_uuid": self.operator_uuid, "other_caller": other.caller if other else ""}
 
     def render(self, shape: str, event_name: str, seq: int, now_us: int, core_uuid: str,
-               app: tuple[str, str, str] | None = None, response: str = "_none_") -> bytes:
-        """The event's body block (encoded header lines, no blank line)."""
+               app: tuple[str, str, str] | None = None, response: str = "_none_", fmt: str = "plain") -> bytes:
+        """The event's body: for "plain" its block (encoded header lines, no blank line), for
+        "json" its object (the same headers in the same order, as `event json` gets them)."""
+        write = _WRITERS[fmt]
         values = self.placeholders(core_uuid)
         sub = lambda text: _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)
         # A line with placeholders renders the same until the channel's ids change (a bridge).
         key = tuple(values.values())
         if self._line_cache_key != key:
             self._line_cache_key, self._line_cache = key, {}
-        cache = self._line_cache
+        cache = self._line_cache.get(fmt)
+        if cache is None:
+            cache = self._line_cache[fmt] = {}
         dynamic = self.dynamic
         out: list[str] = []
         seen_dynamic = set()
         last_var_at = None
         no_other = self.other is None
         rewritten = self.headers
-        for name, kind, payload, var, other in compiled(shape):
+        for name, kind, payload, var, other in compiled(shape, fmt):
             if other and no_other:
                 continue
             if rewritten and name in rewritten:
-                out.append(f"{name}: {fs_quote(rewritten[name])}\n")
+                out.append(write(name, rewritten[name]))
                 continue
             if var is not None and var in dynamic:
                 seen_dynamic.add(var)
                 value = dynamic[var]
                 if value is not None:
-                    out.append(f"{name}: {fs_quote(value)}\n")
+                    out.append(write(name, value))
                     last_var_at = len(out)
                 continue
             if kind == "s":
@@ -187,21 +195,23 @@ class Channel:
             elif kind == "p":
                 line = cache.get((name, payload))
                 if line is None:
-                    line = cache[(name, payload)] = f"{name}: {fs_quote(sub(payload))}\n"
+                    line = cache[(name, payload)] = write(name, sub(payload))
                 out.append(line)
             elif kind == "r":
                 for var, value in self.router_vars.items():
-                    out.append(f"variable_{var}: {fs_quote(value)}\n")
+                    out.append(write(f"variable_{var}", value))
             else:
                 value = self._computed(name, payload, event_name, seq, now_us, core_uuid, app, response, sub)
                 if value is not None:
-                    out.append(f"{name}: {fs_quote(value)}\n")
+                    out.append(write(name, value))
             if var is not None:
                 last_var_at = len(out)
         missing = [(k, v) for k, v in dynamic.items() if k not in seen_dynamic and v is not None]
         if missing and last_var_at is not None:
-            extra = [f"variable_{k}: {fs_quote(v)}\n" for k, v in missing]
+            extra = [write(f"variable_{k}", v) for k, v in missing]
             out[last_var_at:last_var_at] = extra
+        if fmt == "json":
+            return ("{" + ",".join(out) + "}").encode("utf-8")
         return "".join(out).encode("utf-8")
 
     def _computed(self, name, template, event_name, seq, now_us, core_uuid, app, response, sub):

@@ -1,10 +1,11 @@
 """The inbound event socket (FreeSWITCH's port 8021) that fsrouter's listener connects to.
 
-Replies are the recorded ones (set-b 06): `-ERR command not found` before auth, `-ERR invalid`
-then a disconnect notice and a closed socket for a wrong password, `-ERR no keywords supplied`
-for `event plain` with no event FreeSWITCH knows. Events go only to connections subscribed to
-their name (or ALL), through the bus. A connection can instead be given a recording to replay:
-after it has authenticated and subscribed, it receives the recording's event frames verbatim.
+Replies are the recorded ones (set-b 06; 08 for `event json`): `-ERR command not found` before
+auth, `-ERR invalid` then a disconnect notice and a closed socket for a wrong password, `-ERR no
+keywords supplied` for `event plain` with no event FreeSWITCH knows. Events go only to
+connections subscribed to their name (or ALL), through the bus, as plain or JSON frames. A
+connection can instead be given a recording to replay: after it has authenticated and
+subscribed, it receives the recording's event frames verbatim.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .wire import (
     auth_request,
     command_reply,
     disconnect_notice,
+    json_frame,
     split_raw_frames,
 )
 
@@ -55,6 +57,8 @@ MALFORMED = {
     "no_event_name": b"Content-Length: 23\nContent-Type: text/event-plain\n\nUnique-ID: not-a-uuid\n\n",
     "unknown_type": b"Content-Type: text/unknown-thing\nContent-Length: 5\n\nhello",
     "bad_length": b"Content-Type: text/event-plain\nContent-Length: abc\n\n",
+    "json_garbage": json_frame(b'{"Event-Name":'),
+    "json_number_value": json_frame(b'{"Event-Name":"CHANNEL_CREATE","Unique-ID":7}'),
 }
 
 
@@ -70,7 +74,7 @@ class Replay:
 def load_replay(path: str | Path) -> Replay:
     data = Path(path).read_bytes()
     events = [raw for frame, raw in split_raw_frames(data)
-              if frame.headers.get("Content-Type") == "text/event-plain"]
+              if frame.headers.get("Content-Type") in ("text/event-plain", "text/event-json")]
     return Replay(Path(path), events)
 
 
@@ -169,7 +173,13 @@ class InboundConnection(Subscriber):
             self.send(command_reply("-ERR command not found"))
             return True
         if name in ("event", "events"):
-            tokens = [t for t in arg.split() if t.lower() not in ("plain", "json", "xml")]
+            words = arg.split()
+            # mod_event_socket reads a format only as the first word, and keeps it for the
+            # connection until an `event` names another. `xml` is taken, but the fake sends
+            # plain, and says so.
+            if words[:1] and words[0].lower() in ("plain", "json"):
+                self.event_format = words[0].lower()
+            tokens = [t for t in words if t.lower() not in ("plain", "json", "xml")]
             # As mod_event_socket parses it: every word after CUSTOM names a subclass.
             custom = next((i for i, t in enumerate(tokens) if t.upper() == "CUSTOM"), len(tokens))
             self.subclasses.update(tokens[custom + 1:])
@@ -180,7 +190,7 @@ class InboundConnection(Subscriber):
                 return True
             self.all_events = self.all_events or "ALL" in known
             self.names.update(known)
-            self.send(command_reply("+OK event listener enabled plain"))
+            self.send(command_reply(f"+OK event listener enabled {self.event_format}"))
             self.server.maybe_replay(self)
         elif name == "noevents":
             self.names.clear()

@@ -7,6 +7,7 @@ capture), and it leaves an existing "%XX" alone instead of encoding the '%' agai
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
@@ -37,6 +38,41 @@ def event_plain(headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
         lines.append(f"Content-Length: {len(body)}\n")
     inner = ("".join(lines) + "\n").encode("utf-8") + body
     return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(inner) + inner
+
+
+def plain_line(name: str, value: str) -> str:
+    """One header of a text/event-plain body (switch_event_serialize)."""
+    return f"{name}: {fs_quote(value)}\n"
+
+
+_json_string = _json_list = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_member(name: str, value: str) -> str:
+    """One header of a text/event-json body. cJSON_PrintUnformatted writes `"name":"value"` with
+    no space; it escapes '"', '\\', and control characters (\\n, \\u001f in lower-case hex, as
+    Python's json does), and writes every other character as its UTF-8 bytes (set-b capture 08).
+    A value "ARRAY::a|:b" is an array header in FreeSWITCH (switch_event_base_add_header), which
+    JSON writes as a list: a caller can name itself so."""
+    if value.startswith("ARRAY::") and "|:" in value:
+        return f"{_json_string(name)}:{_json_list(value[7:].split('|:'))}"
+    return f"{_json_string(name)}:{_json_string(value)}"
+
+
+def json_frame(obj: bytes) -> bytes:
+    """A text/event-json frame: the outer length first, the object with nothing after it."""
+    return b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(obj) + obj
+
+
+def event_json(headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
+    """The same event as event_plain, subscribed with `event json`: an event with a body of its
+    own carries "Content-Length" (a string) and "_body" as its last members
+    (switch_event_serialize_json_obj)."""
+    members = [json_member(name, str(value)) for name, value in headers]
+    if body:
+        text = body.decode("utf-8")
+        members += [json_member("Content-Length", str(len(body))), json_member("_body", text)]
+    return json_frame(("{" + ",".join(members) + "}").encode("utf-8"))
 
 
 def auth_request() -> bytes:

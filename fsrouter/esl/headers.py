@@ -10,10 +10,13 @@ decoding is its hottest loop. The values of a block are decoded in one pass of C
 with NUL, '%' turned into '\\x', codecs.escape_decode, then UTF-8); a block that does not fit
 that path (a line without ": ", a stray '%', a raw non-ASCII byte, a decoded NUL, bad UTF-8)
 takes the line-by-line path, which gives the same headers for every block.
+
+json_headers reads the same event subscribed with `event json` (see its doc).
 """
 from __future__ import annotations
 
 import codecs
+import json
 from urllib.parse import unquote
 
 _escape_decode = codecs.escape_decode
@@ -51,3 +54,47 @@ def _parse_lines(data: str) -> dict[str, str]:
             headers[last_key] += "\n" + unquote(line)
     return headers
 
+
+
+class NotAnEvent(ValueError):
+    """A text/event-json body that is not FreeSWITCH's event object."""
+
+
+def json_headers(body: str) -> dict[str, str]:
+    """A text/event-json body as the same dict parse_headers makes of the event's plain form.
+
+    FreeSWITCH (switch_event_serialize_json) writes an event as one object, its headers in order,
+    every value a string, the event's own body under "_body" after a string "Content-Length"
+    (set-b capture 08). Values are stripped as parse_headers strips them, so that the call
+    tracker reads exactly what it read of the plain form: a caller ID with a leading space
+    (%20 in plain) would otherwise name nobody, or another agent, only in this form.
+
+    A header FreeSWITCH keeps as an array is a JSON list (switch_event_serialize_json_obj): the
+    dialplan's variable_DP_MATCH on the events of every channel it routed ("ARRAY::1001|:1001"
+    in plain, captures 01-09), and any value that starts with "ARRAY::", as a caller's display
+    name can. It becomes the string the plain form carries (a single value alone, as
+    switch_event_base_add_header writes it). Anything else that is not a string, and a body that
+    is not one JSON object, raises NotAnEvent: the frame cannot be read.
+
+    Speed (bench/event_parse.py: the fake's CHANNEL events of 300 routed calls, 2,400 events of
+    ~8.8 KB and ~200 headers, best of 5, 3 runs on the shared 2-core machine): the body alone
+    66-76 µs here against 100-152 µs for parse_headers; whole frames through the listener's
+    reader, 85-92 µs against 121-134 µs. json.loads is about 45 µs of it; the strip pass, which
+    keeps the two forms equal, most of the rest.
+    """
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise NotAnEvent(f"not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise NotAnEvent(f"a JSON {type(event).__name__}, not an object")
+    # One pass; an array (DP_MATCH: most real channels' events) takes the call, not an exception.
+    return {name: value.strip() if value.__class__ is str else _plain_value(name, value)
+            for name, value in event.items()}
+
+
+def _plain_value(name: str, value) -> str:
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        # switch_event_base_add_header: one value alone, more as "ARRAY::" joined by "|:".
+        return (value[0] if len(value) == 1 else "ARRAY::" + "|:".join(value)).strip()
+    raise NotAnEvent(f"header {name[:60]!r} holds a JSON {type(value).__name__}")

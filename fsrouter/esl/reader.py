@@ -22,7 +22,11 @@ class StreamCut(ConnectionError):
     """The stream ended in the middle of a frame's body."""
 
 
-def read_body(sock_file, length: int) -> str:
+def read_body(sock_file, length: int, errors: str = "strict") -> str:
+    """`length` bytes of the stream as text. `errors` is bytes.decode's: "replace" for a JSON
+    event, whose values FreeSWITCH writes as the bytes it got (a caller's name that is not UTF-8
+    would otherwise end the stream at every event of that call; the plain form url-encodes them,
+    and headers.parse_headers decodes them with "replace")."""
     if not 0 <= length <= MAX_BODY:  # read(-1) would wait for the end of the stream
         raise ValueError(f"frame body of {length} bytes (0 to {MAX_BODY})")
     data = sock_file.read(length)
@@ -31,5 +35,5 @@ def read_body(sock_file, length: int) -> str:
         if not more:
             raise StreamCut(f"the stream ended {length - len(data)} bytes short of a frame's end")
         data += more
-    return data.decode("utf-8")
+    return data.decode("utf-8", errors)
 

@@ -201,7 +201,8 @@ def test_freeswitch_restart_mid_run_listener_reconnects_and_keeps_learning(offic
     assert office.binding("+380679990000") == "1002"
 
 
-@pytest.mark.parametrize("kind", ["garbage", "no_event_name", "unknown_type", "bad_length"])
+@pytest.mark.parametrize("kind", ["garbage", "no_event_name", "unknown_type", "bad_length", "json_garbage",
+                                  "json_number_value"])
 def test_malformed_frame_on_event_socket_is_survived(office, kind):
     office.fake.inject_malformed(kind)
     # A frame that breaks the stream costs a reconnect (events in between are lost, as with a

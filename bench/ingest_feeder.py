@@ -2,11 +2,14 @@
 
     python bench/ingest_feeder.py
 
-At start it records what the fake FreeSWITCH sends an event-socket listener subscribed like
-fsrouter's for CALLS_IN_TEMPLATE routed calls (a bound agent answers and talks 12 s), then serves
-one listener on 127.0.0.1: `auth`, `event plain ...`, and then, on command, copies of that stream
-in which every channel uuid and caller number is replaced, so each copy is new calls from other
-clients (same lengths, so every Content-Length still holds).
+At start it records what the fake FreeSWITCH sends two event-socket listeners subscribed like
+fsrouter's, one with `event plain`, one with `event json`, for the same CALLS_IN_TEMPLATE routed
+calls (a bound agent answers and talks 12 s), then serves one listener on 127.0.0.1: `auth`,
+`event plain|json ...`, and then, on command, copies of the stream in the format it subscribed
+with (fsrouter's listener: json; the bare greenswitch baseline: plain), in which every channel
+uuid and caller number is replaced, so each copy is new calls from other clients (same lengths,
+so every Content-Length still holds, in either format: the replaced digits and hex need no JSON
+escape).
 
 Commands (JSON lines on stdin, answers on stdout):
     {"cmd": "wait_subscribed", "timeout": 10}
@@ -55,55 +58,65 @@ def _router(sock, _peer) -> None:
         sock.close()
 
 
-def record_template() -> tuple[list[bytes], list[bytes], int]:
-    """The listener's byte stream for CALLS_IN_TEMPLATE calls, split around every uuid and caller."""
+def record_template() -> dict[str, tuple[list[bytes], list[bytes], int]]:
+    """Per format ("plain", "json"): the listener's byte stream for CALLS_IN_TEMPLATE calls, split
+    around every uuid and caller, the tokens, and the number of events."""
     fake = FakeFreeSWITCH(time_scale=0.01, keep_events=0).start()
     fake.agent("1001", answers_after=1.0, talk=12.0)
     router = StreamServer(("127.0.0.1", 0), _router)
     router.start()
-    sock = socket.create_connection(fake.esl_address)
-    received = bytearray()
+    received = {"plain": bytearray(), "json": bytearray()}
+    socks, readers = [], []
     try:
-        sock.recv(4096)
-        sock.sendall(b"auth ClueCon\n\n")
-        gevent.sleep(0.05)
-        sock.recv(4096)
-        sock.sendall(f"event plain {EVENTS}\n\n".encode())
-        gevent.sleep(0.05)
-        sock.recv(4096)
+        for fmt, buf in received.items():
+            sock = socket.create_connection(fake.esl_address)
+            socks.append(sock)
+            sock.recv(4096)
+            sock.sendall(b"auth ClueCon\n\n")
+            gevent.sleep(0.05)
+            sock.recv(4096)
+            sock.sendall(f"event {fmt} {EVENTS}\n\n".encode())
+            gevent.sleep(0.05)
+            sock.recv(4096)
 
-        def read() -> None:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                received.extend(chunk)
+            def read(sock=sock, buf=buf) -> None:
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    buf.extend(chunk)
 
-        reader = gevent.spawn(read)
+            readers.append(gevent.spawn(read))
         handles = [fake.place_call(TEMPLATE_CALLER.format(i), router=router.address)
                    for i in range(CALLS_IN_TEMPLATE)]
         for handle in handles:
             handle.wait(10)
         gevent.sleep(0.3)
-        reader.kill()
+        gevent.killall(readers)
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
         router.stop()
         fake.stop()
-    blob = bytes(received)
-    events = blob.count(b"Content-Type: text/event-plain")
-    tokens = sorted(set(_UUID.findall(blob)) | {TEMPLATE_CALLER.format(i)[1:].encode()
-                                                  for i in range(CALLS_IN_TEMPLATE)})
-    pattern = re.compile(b"(" + b"|".join(re.escape(t) for t in tokens) + b")")
-    parts = pattern.split(blob)
-    return parts, tokens, events
+    templates = {}
+    for fmt, buf in received.items():
+        blob = bytes(buf)
+        events = blob.count(f"Content-Type: text/event-{fmt}".encode())
+        tokens = sorted(set(_UUID.findall(blob)) | {TEMPLATE_CALLER.format(i)[1:].encode()
+                                                      for i in range(CALLS_IN_TEMPLATE)})
+        pattern = re.compile(b"(" + b"|".join(re.escape(t) for t in tokens) + b")")
+        templates[fmt] = (pattern.split(blob), tokens, events)
+    assert templates["plain"][2] == templates["json"][2], "the two listeners saw different events"
+    return templates
 
 
 class Feeder:
     def __init__(self):
-        self.parts, tokens, self.events_per_copy = record_template()
+        self.templates = record_template()
+        self.parts, tokens, self.events_per_copy = self.templates["plain"]
         self.uuids = [t for t in tokens if len(t) == 36]
         self.copies = 0
+        self.format = None  # the subscribed listener's: "plain" or "json"
         self.conn = None
         self.subscribed = Event()
         # Replies (the daemon asks `api sofia_contact` on this connection) and the event stream
@@ -144,8 +157,12 @@ class Feeder:
             sock.sendall(b"Content-Type: auth/request\n\n")
             command()  # auth
             sock.sendall(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n")
-            command()  # event plain ...
-            sock.sendall(b"Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n")
+            words = command().split()  # event plain|json ...
+            fmt = "json" if words[1:2] == ["json"] else "plain"
+            self.parts, tokens, self.events_per_copy = self.templates[fmt]
+            self.uuids = [t for t in tokens if len(t) == 36]
+            self.format = fmt
+            sock.sendall(f"Content-Type: command/reply\nReply-Text: +OK event listener enabled {fmt}\n\n".encode())
             self.conn = sock
             self.subscribed.set()
             while True:
@@ -162,7 +179,7 @@ class Feeder:
 
     def wait_subscribed(self, timeout: float = 10.0) -> dict:
         return {"subscribed": self.subscribed.wait(timeout), "events_per_copy": self.events_per_copy,
-                "calls_per_copy": CALLS_IN_TEMPLATE, "port": self.server.address[1]}
+                "calls_per_copy": CALLS_IN_TEMPLATE, "port": self.server.address[1], "format": self.format}
 
     def blast(self, events: int) -> dict:
         copies = max(1, round(events / self.events_per_copy))

@@ -704,7 +704,13 @@ def _webhook_delays(path: Path, since: int, clock: dict) -> dict:
         return {"count": len(values), "p50": _pct(values, 0.5), "p99": _pct(values, 0.99),
                 "max": round(values[-1], 3) if values else None}
 
-    return {"events": len(events), "calls": len(by_call), "all": spread([e["delay_ms"] for e in events]),
+    # Throughput: the receiver's arrival rate against the rate the events happened at (a delay
+    # that grows through the run is a sender slower than the calls, not a slow event).
+    arrivals = sorted(e["mono"] for e in events)
+    moments = sorted(e["mono"] - e["delay_ms"] / 1000 for e in events)
+    rates = {"received_per_s": round(len(events) / max(arrivals[-1] - arrivals[0], 1e-9)) if events else None,
+             "happened_per_s": round(len(events) / max(moments[-1] - moments[0], 1e-9)) if events else None}
+    return {"events": len(events), "calls": len(by_call), "all": spread([e["delay_ms"] for e in events]), **rates,
             "by_type": {kind: spread(v) for kind, v in sorted(by_type.items())},
             "at_hang_up": spread(late), "missing": missing, "out_of_order": out_of_order}
 

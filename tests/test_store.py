@@ -74,6 +74,16 @@ def test_reopening_keeps_data_and_applies_no_migration_twice(store_url):
         assert second.m.SchemaVersion.select().count() == len(store_module.MIGRATIONS)
 
 
+def test_migration_8_gives_a_version_7_outbox_its_state_id_index(store_url):
+    with Store.open(store_url) as made:
+        index = next(i.name for i in made.db.get_indexes("outbox") if i.columns == ["state", "id"])
+        made.db.execute_sql(f'DROP INDEX "{index}"')
+        made.m.SchemaVersion.delete().where(made.m.SchemaVersion.version == 8).execute()
+    with Store.open(store_url) as upgraded:
+        assert upgraded.schema_version() == 8
+        assert any(i.columns == ["state", "id"] for i in upgraded.db.get_indexes("outbox"))
+
+
 def test_a_new_migration_is_applied_on_open_with_playhouse_migrate(store_url, monkeypatch):
     Store.open(store_url).close()
 

@@ -97,9 +97,13 @@ class Outbox:
         q, table = store.db.param, f'"{self.table._meta.table_name}"'
         self._columns = ("id", "event_id", "event_type", "target", "state", "attempts", "created_at", "next_at",
                          "last_error", "sent_at", "body", "in_order")
+        # Pending rows are walked in id order on the (state, id) index, up to the LIMIT. next_at
+        # is compared through COALESCE so that SQLite, without statistics, does not take the
+        # (state, next_at) index and sort every due row instead (EXPLAIN QUERY PLAN: "USE TEMP
+        # B-TREE FOR ORDER BY"; due() was 18% of the daemon's CPU with a backlog).
         self._due_sql = (
             f'SELECT {", ".join(f"o.{c}" for c in self._columns)} FROM {table} o '
-            f"WHERE o.state = {q} AND o.next_at <= {q} AND (o.in_order IS NULL OR NOT EXISTS ("
+            f"WHERE o.state = {q} AND COALESCE(o.next_at, o.next_at) <= {q} AND (o.in_order IS NULL OR NOT EXISTS ("
             f"SELECT 1 FROM {table} e WHERE e.in_order = o.in_order AND e.target = o.target "
             f"AND e.state = {q} AND e.next_at > {q} AND e.id < o.id)) ORDER BY o.id LIMIT {q}")
         self._table_sql = table

@@ -53,6 +53,7 @@ def fsrouter_worker(port: int, database: str, log_path: str, webhook: str | None
                 "transitions": seen["transitions"], "webhooks_written": live.written if live else 0,
                 "webhooks_sent": daemon.sender.sent if daemon.sender else 0,
                 "sender_yielded": daemon.sender.yielded if daemon.sender else 0,
+                "unread_bytes": daemon.listener.connection.unread_bytes(),
                 "commits": daemon.writer.commits if hasattr(daemon.writer, "commits") else None,
                 "bindings": daemon.writer.bindings_changed, "open": daemon.tracker.stats.open,
                 "queue": conn._esl_event_queue.qsize() if conn is not None else 0,

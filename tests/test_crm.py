@@ -241,7 +241,7 @@ def test_call_rings_the_agent_the_crm_names_first(office_with_crm):
     assert call.answered_by == "1003"
     assert call.variables["fsrouter_route"] == "sticky"
     assert call.variables["fsrouter_reason"] == "crm"
-    assert call.bridges[0].dial_string == "[leg_timeout=20]user/1003@127.0.0.1"
+    assert call.bridges[0].dial_string == "[leg_timeout=20,fsrouter_route=sticky]user/1003@127.0.0.1"
 
 
 def test_crm_user_id_maps_to_the_agent_set_with_crm_id(office_with_crm):

@@ -24,7 +24,7 @@ def test_bound_agent_answers_on_the_sticky_leg_with_sticky_timeout(office):
     call = office.call(CLIENT)
     assert call.answered_by == "1002"
     assert len(call.bridges) == 1
-    assert call.bridges[0].dial_string == "[leg_timeout=20]user/1002@127.0.0.1"
+    assert call.bridges[0].dial_string == "[leg_timeout=20,fsrouter_route=sticky]user/1002@127.0.0.1"
     assert call.bridges[0].leg_timeouts == [20.0]
     assert call.variables["fsrouter_route"] == "sticky"
     assert call.variables["fsrouter_agent"] == "1002"
@@ -57,6 +57,25 @@ def test_bound_agent_silent_then_fallback_agent_answers_and_becomes_the_binding(
     assert (record.agent, record.talk_seconds, record.route) == ("1003", 15, "fallback")
 
 
+def test_ringing_tells_which_way_each_agent_was_rung_as_the_phone_starts_ringing(office):
+    """The sticky leg's ringing says sticky and the group's legs' say fallback, from the leg's own
+    CHANNEL_CREATE ([fsrouter_route=...] in its dial string): the client channel's route shows
+    only on its next event, after the phone already rings (capture 12)."""
+    bind(office, agent="1001")
+    office.fake.agent("1001", never_answers=True)
+    for ext in ("1002", "1004"):
+        office.fake.agent(ext, never_answers=True)
+    office.fake.agent("1003", answers_after=3, talk=15)
+    with office.daemon.hub.subscribe() as page:
+        call = office.call(CLIENT)
+        office.settle()
+        told = [t for t in page.get(1.0) if t.call_uuid == call.uuid]
+    rung = [(t.agent, t.route) for t in told if t.kind == "ringing"]
+    assert rung[0] == ("1001", "sticky")
+    assert sorted(rung[1:]) == [("1001", "fallback"), ("1002", "fallback"), ("1003", "fallback"), ("1004", "fallback")]
+    assert [(t.agent, t.route) for t in told if t.kind == "answered"] == [("1003", "fallback")]
+
+
 def test_short_answered_call_leaves_the_binding(office):
     bind(office, agent="1001")
     BindingPath(office.store).remove_bindings(CLIENT_E164, ("manual",))
@@ -84,7 +103,7 @@ def test_no_binding_rings_the_group_at_once(office):
     call = office.call("+380931112233")
     assert len(call.bridges) == 1
     assert call.bridges[0].dial_string == ",".join(
-        f"[leg_timeout=30]user/{ext}@127.0.0.1" for ext in ("1001", "1002", "1003", "1004"))
+        f"[leg_timeout=30,fsrouter_route=fallback]user/{ext}@127.0.0.1" for ext in ("1001", "1002", "1003", "1004"))
     assert call.variables["fsrouter_route"] == "fallback"
     assert call.variables["fsrouter_reason"] == "no_binding"
 

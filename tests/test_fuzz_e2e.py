@@ -46,7 +46,7 @@ hostile_callers = st.one_of(
 
 _SAFE = r"[0-9A-Za-z_+.-]*"
 _MULTISET = re.compile(rf"\^\^:[a-z_]+={_SAFE}(:[a-z_]+={_SAFE})*")
-_LEG = rf"\[leg_timeout=[0-9]+\]user/({'|'.join(AGENTS)})@127\.0\.0\.1"
+_LEG = rf"\[leg_timeout=[0-9]+,fsrouter_route=(?:sticky|fallback)\]user/({'|'.join(AGENTS)})@127\.0\.0\.1"
 _BRIDGE = re.compile(rf"{_LEG}([,|]{_LEG})*")
 _SET = {"fsrouter_route=fallback", "fsrouter_route=none"}
 _APPS_WITHOUT_ARG = {"ring_ready"}

@@ -346,7 +346,7 @@ def test_e2e_registered_bound_agent_still_rings_first(office):
     office.fake.agent("1002", answers_after=1, talk=3)
     call = office.call("0501234567")
     assert (call.variables["fsrouter_reason"], call.answered_by) == ("manual", "1002")
-    assert call.bridges[0].dial_string == "[leg_timeout=20]user/1002@127.0.0.1"
+    assert call.bridges[0].dial_string == "[leg_timeout=20,fsrouter_route=sticky]user/1002@127.0.0.1"
 
 
 def test_e2e_bound_agent_already_on_a_call_skipped(office):

@@ -19,9 +19,16 @@ class UnsafeValue(ValueError):
     """A value that would change the meaning of a command sent to FreeSWITCH."""
 
 
-def leg_string(leg: Leg) -> str:
+def leg_string(leg: Leg, route: str | None = None) -> str:
+    """One leg: its own [variables], then its dial string. `route` ("sticky", "fallback") is set
+    on the leg as fsrouter_route: FreeSWITCH puts a leg's [variables] on its channel before the
+    channel's CHANNEL_CREATE (capture 08: variable_leg_timeout on the agent legs' CREATE), so the
+    event listener tells which way the agent was rung as the phone starts ringing, where the
+    client channel's own fsrouter_route shows only on its next event (capture 12)."""
     seconds = max(1, round(leg.timeout.total_seconds()))
     variables = [f"leg_timeout={seconds}"]
+    if route is not None:
+        variables.append(f"fsrouter_route={safe_value(route)}")
     dial = leg.dial_string.strip()
     match = _LEADING_GLOBALS.match(dial)
     if match:
@@ -31,10 +38,10 @@ def leg_string(leg: Leg) -> str:
     return f"[{','.join(variables)}]{dial}"
 
 
-def bridge_args(legs: tuple[Leg, ...] | list[Leg], strategy: str = "simultaneous") -> str:
+def bridge_args(legs: tuple[Leg, ...] | list[Leg], strategy: str = "simultaneous", route: str | None = None) -> str:
     """One bridge: ',' rings the legs together, '|' one after another (FreeSWITCH failover)."""
     separator = "|" if strategy == SEQUENTIAL else ","
-    return separator.join(leg_string(leg) for leg in legs)
+    return separator.join(leg_string(leg, route) for leg in legs)
 
 
 def safe_value(value: str | None) -> str:

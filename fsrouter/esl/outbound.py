@@ -76,8 +76,8 @@ class CallRouter:
             self.stats.returned_to_dialplan += 1
             return
         first = "sticky" if plan.sticky else "fallback"
-        first_legs = (leg_string(plan.sticky) if plan.sticky
-                      else bridge_args(plan.fallback, plan.strategy))
+        first_legs = (leg_string(plan.sticky, "sticky") if plan.sticky
+                      else bridge_args(plan.fallback, plan.strategy, "fallback"))
         # Nothing before the first bridge is waited for: one write, and the agent's phone rings.
         with session.pipelined():
             session.own_events()
@@ -96,7 +96,7 @@ class CallRouter:
             return
         if plan.sticky and plan.fallback:
             session.execute_nowait("set", "fsrouter_route=fallback")
-            if self._bridge(session, bridge_args(plan.fallback, plan.strategy), bound, "fallback"):
+            if self._bridge(session, bridge_args(plan.fallback, plan.strategy, "fallback"), bound, "fallback"):
                 self._count_answer("fallback")
                 return
         self._finish_unanswered(session, bound)

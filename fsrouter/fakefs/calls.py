@@ -420,6 +420,10 @@ class Call:
                              ext=leg.spec.ext or "", group=ch.group, created_us=t0)
             leg_ch.other = ch
             leg_ch.role_shape = role
+            # The leg's own [variables] are on its channel from its CHANNEL_CREATE on, as
+            # FreeSWITCH sets them (capture 08: variable_leg_timeout 3 and 5 on the agent legs).
+            for name, value in leg.spec.variables.items():
+                leg_ch.dynamic[name] = value
             legs[i] = leg_ch
             self.legs.append(leg_ch)
             self.fake.channels[leg_ch.uuid] = leg_ch

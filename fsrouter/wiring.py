@@ -159,12 +159,13 @@ def build_daemon(config: Config, *, one_connection: bool = False, cache_ttl: flo
     if config.webhook_urls:
         # Not the routing connection: deliveries never hold up a call's decision.
         # It waits while a burst of FreeSWITCH's events waits unread, so the burst is read first
-        # (outbox.BURST_AFTER, YIELD_AT_MOST). Behind: over 128 KB unread, some 14 events of
-        # 9 KB (the bench's ingestion blast kept 70-300 KB unread, the socket's buffer being
-        # what it is on loopback: a 1 MB mark was never reached).
+        # (outbox.BURST_AFTER, YIELD_AT_MOST). Behind: more than an event (~9 KB) unread. A
+        # reader that keeps up drains its socket between events, one in a burst never does: the
+        # bench's ingestion blast kept 70-560 KB unread, and a size mark alone either held the
+        # sender through a 100 calls/s run (64 KB) or never saw the blast (1 MB).
         sender = Sender(Outbox(writer.service.store), config.webhook_secret, lock=write_lock,
                         timeout=config.webhook_timeout, on_result=metrics.webhook_result, wake=outbox_written,
-                        behind=lambda: connection.unread_bytes() > 128 * 1024)
+                        behind=lambda: connection.unread_bytes() > 8 * 1024)
         live_events = LiveEvents(writer.service, write_lock)
     # The live story of each call (core/live.py): published to the pages (hub.py), and turned
     # into webhooks when they are configured.

@@ -527,17 +527,21 @@ def test_a_delivery_cut_off_by_stop_is_tried_again_at_the_next_start(store, rece
 
 def test_the_sender_waits_while_freeswitchs_events_wait_unread_then_sends(store, receiver, monkeypatch):
     import fsrouter.http.outbox as outbox_module
-    monkeypatch.setattr(outbox_module, "YIELD_AT_MOST", 0.3)
-    write_live(store, told("ringing", 1, "1001", at=0))
+    monkeypatch.setattr(outbox_module, "YIELD_AT_MOST", 1.0)
+    monkeypatch.setattr(outbox_module, "BURST_AFTER", 0.02)
     behind = {"now": True}
-    sender = sender_for(store, behind=lambda: behind["now"])
+    sender = sender_for(store, behind=lambda: behind["now"], poll=0.01)
     sender.start()
     try:
-        gevent.sleep(0.15)
+        gevent.sleep(0.1)  # behind at every look for longer than BURST_AFTER: a burst
+        write_live(store, told("ringing", 1, "1001", at=0))
+        sender.wake()
+        gevent.sleep(0.3)
         assert receiver.received == [] and sender.yielded > 0  # the events are read first
         behind["now"] = False
-        assert receiver.wait_for(1, timeout=2)
+        assert receiver.wait_for(1, timeout=0.5)
         behind["now"] = True
+        gevent.sleep(0.1)
         write_live(store, told("answered", 2, "1001"))
         sender.wake()
         # Never put off for ever: YIELD_AT_MOST later it sends anyway.
@@ -553,3 +557,12 @@ def test_due_rows_are_read_off_the_state_id_index_not_sorted_whole(store):
     plan = " ".join(str(row) for row in store.db.execute_sql(
         "EXPLAIN QUERY PLAN " + box._due_sql, (PENDING, now, PENDING, now, 64)).fetchall())
     assert "TEMP B-TREE" not in plan and "state_id" in plan
+
+
+def test_the_sender_does_not_wait_for_a_listener_behind_only_for_a_moment(store, receiver):
+    write_live(store, told("ringing", 1, "1001", at=0))
+    sender = sender_for(store, behind=lambda: True)  # behind at the first look: no burst yet
+    assert sender._yield_to_events() is None and sender.yielded == 0
+    assert sender.run_once() == 1
+    sender.pool.join(2)
+    assert len(receiver.received) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Self
 
 import gevent.event
@@ -52,21 +53,42 @@ class Subscription:
         self.close()
 
 
+# A call whose story has said nothing for this long (FreeSWITCH time, as the transitions carry
+# it) is taken as over: its end was never told (its hang-up lost, or the tracker dropped it at
+# max_open), and the board would show it in progress for ever. The router gives up on a bridge
+# after as long (esl/outbound.py MAX_CALL_SECONDS).
+STALE_AFTER = timedelta(hours=12)
+
+
 class Hub:
-    def __init__(self, capacity: int = 1000):
+    def __init__(self, capacity: int = 1000, stale_after: timedelta = STALE_AFTER):
         self.capacity = capacity
+        self.stale_after = stale_after
         self._subscriptions: set[Subscription] = set()
         self.in_progress: dict[str, list[Transition]] = {}  # call uuid -> its story so far
         self.published = 0
+        self.forgotten = 0  # calls in progress dropped as stale
 
     def publish(self, transition: Transition) -> None:
         self.published += 1
         if transition.kind in (MISSED, ENDED):
             self.in_progress.pop(transition.call_uuid, None)
         elif transition.kind in (RINGING, ANSWERED, TRANSFERRED):
-            self.in_progress.setdefault(transition.call_uuid, []).append(transition)
+            # Moved to the end: the calls are kept in the order they last said something.
+            story = self.in_progress.pop(transition.call_uuid, [])
+            story.append(transition)
+            self.in_progress[transition.call_uuid] = story
+        self._forget_stale(transition.at)
         for subscription in list(self._subscriptions):
             subscription._offer(transition)
+
+    def _forget_stale(self, now) -> None:
+        while self.in_progress:
+            uuid, story = next(iter(self.in_progress.items()))
+            if story[-1].at + self.stale_after > now:
+                return
+            del self.in_progress[uuid]
+            self.forgotten += 1
 
     def forget_in_progress(self) -> None:
         """The listener stopped following the calls in progress (a new connection after a loss
@@ -81,4 +103,4 @@ class Hub:
 
     def calls(self) -> Iterator[list[Transition]]:
         """The story so far of each call in progress, oldest call first."""
-        return iter(list(self.in_progress.values()))
+        return iter(sorted(self.in_progress.values(), key=lambda story: story[0].at))

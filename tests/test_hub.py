@@ -74,3 +74,17 @@ def test_calls_the_listener_stopped_following_are_no_longer_in_progress():
     assert list(hub.calls()) == []
     hub.publish(transition(RINGING, uuid="b"))
     assert [story[0].call_uuid for story in hub.calls()] == ["b"]
+
+
+def test_a_call_whose_end_was_never_told_leaves_the_calls_in_progress_after_stale_after():
+    from datetime import timedelta
+    hub = Hub(stale_after=timedelta(hours=12))
+    lost = Transition(RINGING, "lost", AT, INBOUND, "+380671112233", agent="1001", seq=1)
+    talking = Transition(ANSWERED, "long", AT + timedelta(hours=1), INBOUND, "+380671112299", agent="1002", seq=2)
+    hub.publish(lost)
+    hub.publish(talking)
+    hub.publish(Transition(RINGING, "new", AT + timedelta(hours=11), INBOUND, "+380671112244", agent="1003", seq=1))
+    assert [story[0].call_uuid for story in hub.calls()] == ["lost", "long", "new"]
+    hub.publish(Transition(RINGING, "later", AT + timedelta(hours=12, minutes=30), INBOUND, "+380671112255",
+                           agent="1004", seq=1))
+    assert [story[0].call_uuid for story in hub.calls()] == ["long", "new", "later"] and hub.forgotten == 1

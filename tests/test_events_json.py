@@ -20,7 +20,7 @@ from test_events_replay import AGENTS, REGION, SIP_CASES, expected_cases, learne
 
 from fsrouter.core import live
 from fsrouter.esl.events import CallTracker
-from fsrouter.esl.headers import NotAnEvent, json_headers
+from fsrouter.esl.headers import NotAnEvent, header_text, json_headers
 from fsrouter.esl.inbound import CHANNEL_KINDS
 from fsrouter.esl.protocol import InboundConnection
 from fsrouter.fakefs.wire import event_json, event_plain, json_frame, split_raw_frames
@@ -79,10 +79,11 @@ def with_caller(plain_frame: bytes, caller: str) -> bytes:
 
 
 def comparable(headers: dict) -> dict:
-    """An event's headers but the frame's (Content-Type names the form; a plain body's
-    Content-Length is the outer one unless the event has a body of its own) and an event's own
-    body: JSON carries it as _body, the plain reader folds it into the inner Content-Length line."""
-    return {k: v for k, v in headers.items() if k not in ("Content-Type", "Content-Length", "_body")}
+    """An event's headers as the listener's readers take them (header_text: stripped), but the
+    frame's (Content-Type names the form; a plain body's Content-Length is the outer one unless
+    the event has a body of its own) and an event's own body: JSON carries it as _body, the plain
+    reader folds it into the inner Content-Length line."""
+    return {k: header_text(headers, k) for k in headers if k not in ("Content-Type", "Content-Length", "_body")}
 
 
 def track(events: list[dict]) -> tuple[list, list, CallTracker]:
@@ -114,7 +115,7 @@ def test_every_recorded_event_reads_the_same_in_both_forms():
         for p, j in zip(by_plain, by_json):
             assert j["Content-Type"] == "text/event-json" and p["Content-Type"] == "text/event-plain"
             if p.get("Event-Name") == "BACKGROUND_JOB":
-                assert j["_body"] and j["_body"] in p["Content-Length"]
+                assert j["_body"].strip() and j["_body"].strip() in p["Content-Length"]
             assert comparable(j) == comparable(p), f"{name}: {p.get('Event-Name')}"
             count += 1
     assert count > 700
@@ -128,8 +129,8 @@ def test_a_hostile_caller_id_reads_the_same_in_both_forms(caller):
     by_json, conn = listener_reads(b"".join(as_json(raw) for raw in plain))
     assert conn.stream_error is None and len(by_json) == len(by_plain) == len(plain)
     creates = [h for h in by_json if h.get("Event-Name") == "CHANNEL_CREATE"]
-    # One value, stripped as plain strips it; an array header reads as plain writes it.
-    assert creates[0]["Caller-Caller-ID-Number"] == caller.strip()
+    # One value, read stripped as plain's is; an array header reads as plain writes it.
+    assert header_text(creates[0], "Caller-Caller-ID-Number") == caller.strip()
     assert "Variable-X" not in creates[0]
     assert [comparable(h) for h in by_json] == [comparable(h) for h in by_plain]
 
@@ -171,7 +172,7 @@ def test_set_b_08_recorded_with_event_json_reads_through_the_listener():
         recorded = json.loads(raw.partition(b"\n\n")[2])
         assert comparable(headers) == {k: v.strip() for k, v in recorded.items() if k not in ("Content-Length", "_body")}
     job = next(h for h in events if h["Event-Name"] == "BACKGROUND_JOB")
-    assert job["_body"] == "-ERR NO_ANSWER" and job["Content-Length"] == "15"
+    assert job["_body"] == "-ERR NO_ANSWER\n" and job["Content-Length"] == "15"  # as recorded
     hangups = [h for h in events if h["Event-Name"] == "CHANNEL_HANGUP_COMPLETE"]
     assert [h["Hangup-Cause"] for h in hangups] == ["NO_ANSWER", "NO_ANSWER"]  # sent twice, read once
     # Loopback legs, so nothing to record; followed anyway, they make no call (as in plain).
@@ -224,6 +225,7 @@ def test_bytes_that_are_not_utf8_read_as_the_plain_form_reads_them():
 
 
 def test_json_headers_alone():
-    assert json_headers('{"a":" x ","b":["1"],"c":["1","2"]}') == {"a": "x", "b": "1", "c": "ARRAY::1|:2"}
+    assert json_headers('{"a":" x ","b":["1"],"c":["1","2"]}') == {"a": " x ", "b": "1", "c": "ARRAY::1|:2"}
+    assert header_text(json_headers('{"a":" x "}'), "a") == "x" and header_text({"a": ["1"]}, "a") == ""
     with pytest.raises(NotAnEvent):
         json_headers("[]")

@@ -91,6 +91,7 @@ from ..core import live
 from ..core.missed import is_missed
 from ..core.model import INBOUND, OUTBOUND, Call
 from ..core.numbers import client_or_none
+from .headers import header_text
 
 # How long (event time) a hung-up client call waits for its agent legs' hang-ups. They come
 # within milliseconds; this only bounds the wait when one is lost.
@@ -102,9 +103,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DIGITS = 17  # microseconds up to ~ year 5000; more is garbage, and would overflow datetime
 
 
-def _text(headers: Mapping, name: str) -> str:
-    value = headers.get(name)
-    return value if isinstance(value, str) else ""
+_text = header_text  # every reader of the listener's events takes a header the same way
 
 
 def _micros(value: str) -> int | None:

@@ -30,6 +30,7 @@ import gevent
 import structlog
 
 from ..core.routing import AVAILABLE, BUSY, OFFLINE
+from .headers import header_text
 
 log = structlog.get_logger("fsrouter.esl.presence")
 
@@ -45,9 +46,7 @@ BUSY_MAX_AGE = 4 * 3600.0  # seconds after which a call whose hang-up never came
 REGISTRATION_EVENTS = ("sofia::register", "sofia::unregister", "sofia::expire")  # mod_sofia's
 
 
-def _text(headers: Mapping, name: str) -> str:
-    value = headers.get(name)
-    return value if isinstance(value, str) else ""
+_text = header_text  # every reader of the listener's events takes a header the same way
 
 
 class BusyMap:

@@ -103,9 +103,10 @@ class Outbox:
         self._columns = ("id", "event_id", "event_type", "target", "state", "attempts", "created_at", "next_at",
                          "last_error", "sent_at", "body", "in_order")
         # Pending rows are walked in id order on the (state, id) index, up to the LIMIT. next_at
-        # is compared through COALESCE so that SQLite, without statistics, does not take the
-        # (state, next_at) index and sort every due row instead (EXPLAIN QUERY PLAN: "USE TEMP
-        # B-TREE FOR ORDER BY"; due() was 18% of the daemon's CPU with a backlog).
+        # is compared through COALESCE so that no index on it is taken instead: SQLite, without
+        # statistics, took (state, next_at) (dropped since by migration 8) and sorted every due
+        # row (EXPLAIN QUERY PLAN: "USE TEMP B-TREE FOR ORDER BY"; due() was 18% of the
+        # daemon's CPU with a backlog). tests/test_webhooks.py checks the plan.
         self._due_sql = (
             f'SELECT {", ".join(f"o.{c}" for c in self._columns)} FROM {table} o '
             f"WHERE o.state = {q} AND COALESCE(o.next_at, o.next_at) <= {q} AND (o.in_order IS NULL OR NOT EXISTS ("

@@ -103,9 +103,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DIGITS = 17  # microseconds up to ~ year 5000; more is garbage, and would overflow datetime
 
 
-_text = header_text  # every reader of the listener's events takes a header the same way
-
-
 def _micros(value: str) -> int | None:
     """A FreeSWITCH time (microseconds since the epoch; "0" means "not yet"), or None."""
     if not (value.isascii() and value.isdigit()) or len(value) > _MAX_DIGITS:
@@ -188,22 +185,22 @@ class _Channel:
 
     @classmethod
     def create(cls, uuid: str, headers: Mapping) -> _Channel:
-        inbound = _text(headers, "Call-Direction") == "inbound"
+        inbound = header_text(headers, "Call-Direction") == "inbound"
         # On a new outbound leg the other leg is its originator; later it may be a bridge peer.
-        originator = "" if inbound else (_text(headers, "variable_originator")
-                                         or _text(headers, "Other-Leg-Unique-ID"))
+        originator = "" if inbound else (header_text(headers, "variable_originator")
+                                         or header_text(headers, "Other-Leg-Unique-ID"))
         return cls(uuid=uuid, inbound=inbound, originator=originator)
 
     def update(self, headers: Mapping, event: str, at_us: int | None) -> None:
         def latest(attr: str, name: str) -> None:
-            value = _text(headers, name)
+            value = header_text(headers, name)
             if value:
                 setattr(self, attr, value)
 
         # The caller ID the channel was created with: att_xfer's uuid_bridge swaps the caller ID
         # of the client's channel for the agent's (capture 13b: its HANGUP_COMPLETE says 1001
         # while Caller-Orig-Caller-ID-Number and the CHANNEL_CREATE keep the client's number).
-        self.caller = self.caller or _text(headers, "Caller-Caller-ID-Number")
+        self.caller = self.caller or header_text(headers, "Caller-Caller-ID-Number")
         latest("user_name", "variable_user_name")
         latest("username", "Caller-Username")
         latest("destination", "Caller-Destination-Number")
@@ -215,19 +212,19 @@ class _Channel:
         latest("recording", "variable_fsrouter_recording")
         latest("sticky_agent", "variable_fsrouter_agent")
         latest("disposition", "variable_originate_disposition")
-        billsec = _text(headers, "variable_billsec")
+        billsec = header_text(headers, "variable_billsec")
         if billsec.isascii() and billsec.isdigit():
             self.billsec = int(billsec)
         self.last_us = at_us or self.last_us
         if self.created_us is None:
-            self.created_us = _micros(_text(headers, "Caller-Channel-Created-Time")) or at_us
-        answered = _micros(_text(headers, "Caller-Channel-Answered-Time"))
+            self.created_us = _micros(header_text(headers, "Caller-Channel-Created-Time")) or at_us
+        answered = _micros(header_text(headers, "Caller-Channel-Answered-Time"))
         if answered or event == "CHANNEL_ANSWER":
             self.answered_us = self.answered_us or answered or at_us
         if event in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             self.hung_up = True
             # CHANNEL_HANGUP still says Hangup-Time 0: its own timestamp is the moment.
-            self.hangup_us = _micros(_text(headers, "Caller-Channel-Hangup-Time")) or self.hangup_us or at_us
+            self.hangup_us = _micros(header_text(headers, "Caller-Channel-Hangup-Time")) or self.hangup_us or at_us
 
     def is_agent(self, agents: Collection[str]) -> str | None:
         """The agent behind this channel's caller, for a channel an agent's phone placed."""
@@ -260,8 +257,8 @@ class CallTracker:
         if not isinstance(headers, Mapping):
             self._skip("malformed")
         else:
-            self._watch_sequence(_text(headers, "Event-Sequence"))
-            at_us = _micros(_text(headers, "Event-Date-Timestamp"))
+            self._watch_sequence(header_text(headers, "Event-Sequence"))
+            at_us = _micros(header_text(headers, "Event-Date-Timestamp"))
             self._now_us = max(self._now_us, at_us or 0)
             self._apply(headers, at_us)
             self._expire()
@@ -295,13 +292,13 @@ class CallTracker:
 
     # -- events ----------------------------------------------------------------------------
     def _apply(self, headers: Mapping, at_us: int | None) -> None:
-        event = _text(headers, "Event-Name")
-        uuid = _text(headers, "Unique-ID")
+        event = header_text(headers, "Event-Name")
+        uuid = header_text(headers, "Unique-ID")
         if not event.startswith("CHANNEL_"):
             return self._skip()
         if not uuid:
             return self._skip("malformed")
-        if self.ignore_channels and _text(headers, "Channel-Name").startswith(self.ignore_channels):
+        if self.ignore_channels and header_text(headers, "Channel-Name").startswith(self.ignore_channels):
             return self._skip()
         channel = self._open.get(uuid)
         if channel is None:
@@ -349,8 +346,8 @@ class CallTracker:
                            route=_leg_route(owner, channel))
 
     def _bridge(self, headers: Mapping, at_us: int | None, joined: bool) -> None:
-        a = self._open.get(_text(headers, "Bridge-A-Unique-ID") or _text(headers, "Unique-ID"))
-        b = self._open.get(_text(headers, "Bridge-B-Unique-ID") or _text(headers, "Other-Leg-Unique-ID"))
+        a = self._open.get(header_text(headers, "Bridge-A-Unique-ID") or header_text(headers, "Unique-ID"))
+        b = self._open.get(header_text(headers, "Bridge-B-Unique-ID") or header_text(headers, "Other-Leg-Unique-ID"))
         if joined:
             for channel in (a, b):
                 if channel is not None and channel.bridged_us is None:

@@ -46,9 +46,6 @@ BUSY_MAX_AGE = 4 * 3600.0  # seconds after which a call whose hang-up never came
 REGISTRATION_EVENTS = ("sofia::register", "sofia::unregister", "sofia::expire")  # mod_sofia's
 
 
-_text = header_text  # every reader of the listener's events takes a header the same way
-
-
 class BusyMap:
     """Which agents are on a call, from CHANNEL events (feed every event; it is cheap)."""
 
@@ -67,10 +64,10 @@ class BusyMap:
     def feed(self, headers: Mapping[str, str]) -> None:
         if not isinstance(headers, Mapping):
             return
-        event = _text(headers, "Event-Name")
+        event = header_text(headers, "Event-Name")
         if not event.startswith("CHANNEL_"):
             return
-        uuid = _text(headers, "Unique-ID")
+        uuid = header_text(headers, "Unique-ID")
         if not uuid:
             return
         if event in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY"):
@@ -78,7 +75,7 @@ class BusyMap:
             return
         if uuid in self._live or event not in ("CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_BRIDGE"):
             return
-        if self.ignore_channels and _text(headers, "Channel-Name").startswith(self.ignore_channels):
+        if self.ignore_channels and header_text(headers, "Channel-Name").startswith(self.ignore_channels):
             return
         agent = self._agent_of(headers, event)
         if agent is not None:
@@ -86,15 +83,15 @@ class BusyMap:
 
     def _agent_of(self, headers: Mapping, event: str) -> str | None:
         known = self._known()
-        if _text(headers, "Call-Direction") == "outbound":
+        if header_text(headers, "Call-Direction") == "outbound":
             # A leg ringing an agent: busy once it is answered, not while it rings.
-            if event == "CHANNEL_CREATE" and not _text(headers, "Caller-Channel-Answered-Time").strip("0"):
+            if event == "CHANNEL_CREATE" and not header_text(headers, "Caller-Channel-Answered-Time").strip("0"):
                 return None
             names = ("variable_dialed_user", "variable_dialed_extension", "Caller-Destination-Number")
         else:
             # The agent's own phone placing a call: on the phone from the first moment.
             names = ("Caller-Caller-ID-Number", "variable_user_name", "Caller-Username")
-        return next((v for v in (_text(headers, n) for n in names) if v and v in known), None)
+        return next((v for v in (header_text(headers, n) for n in names) if v and v in known), None)
 
     def busy(self) -> set[str]:
         now = self.clock()
@@ -183,12 +180,12 @@ class Registrations:
         """mod_sofia's sofia::register / unregister / expire events: a phone that registers is
         online from now on; one that goes away is asked about again (another of the user's
         phones may still be registered)."""
-        if not isinstance(headers, Mapping) or _text(headers, "Event-Name") != "CUSTOM":
+        if not isinstance(headers, Mapping) or header_text(headers, "Event-Name") != "CUSTOM":
             return
-        subclass = _text(headers, "Event-Subclass")
+        subclass = header_text(headers, "Event-Subclass")
         if subclass not in REGISTRATION_EVENTS:
             return
-        user, host = _text(headers, "from-user"), _text(headers, "from-host")
+        user, host = header_text(headers, "from-user"), header_text(headers, "from-host")
         now = self.clock()
         for target, (state, _expires) in list(self._cache.items()):
             ext, _, domain = target[len("user/"):].partition("@")

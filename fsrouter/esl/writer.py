@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections import deque
 
 import gevent
-import gevent.event
 import peewee
 import structlog
 
-from ..core.model import Call
+from ..batching import BatchWriter
 from ..service import Service
 
 log = structlog.get_logger("fsrouter.daemon")
@@ -26,31 +24,26 @@ def _wal_checkpoint(path: str) -> None:
         conn.close()
 
 
-class CallWriter:
+class CallWriter(BatchWriter):
     """Writes finished calls through the service, keeping them while the database is away.
 
-    Group commit: the calls that finished meanwhile are written in one transaction (at most
-    `batch` of them, so the loop, which routes calls too, is never held for long), at most
-    `max_delay` seconds after the first of them finished. A call leaves `pending` only once its
-    transaction committed; stop() writes whatever is left.
+    Group commit (batching.BatchWriter): the calls that finished meanwhile are written in one
+    transaction (at most `batch` of them, so the loop, which routes calls too, is never held for
+    long), at most `max_delay` seconds after the first of them finished. A call leaves `pending`
+    only once its transaction committed; stop() writes whatever is left.
     """
+
+    log = log
+    backlog_full = "calls.backlog_full"
+    first_retry, last_retry = 0.1, 5.0
 
     def __init__(self, service: Service, db_lock, max_pending: int = 200_000, batch: int = 16,
                  max_delay: float = 0.05, own_connection: bool = False):
+        super().__init__(batch, max_delay, max_pending)
         self.service = service
         self.db_lock = db_lock
-        self.pending: deque[Call] = deque()
-        self.max_pending = max_pending
-        self.batch = batch
-        self.max_delay = max_delay
-        self.written = 0
         self.commits = 0
-        self.dropped = 0
-        self.failures = 0
         self.bindings_changed = 0
-        self._wake = gevent.event.Event()
-        self._greenlet = None
-        self._running = False
         self._failing = False
         # SQLite: a WAL checkpoint (copy into the database file, then fsync) ran inside whichever
         # commit crossed 1,000 pages and held the whole loop for up to 20 ms. On a connection of
@@ -63,49 +56,12 @@ class CallWriter:
             store.db.execute_sql("PRAGMA wal_autocheckpoint=0")
             self._checkpoint_path = store.db.database
 
-    def put(self, call: Call) -> None:
-        if len(self.pending) >= self.max_pending:
-            self.pending.popleft()
-            self.dropped += 1
-            log.error("calls.backlog_full", dropped=self.dropped)
-        self.pending.append(call)
-        self._wake.set()
-
-    def start(self) -> None:
-        self._running = True
-        self._greenlet = gevent.spawn(self._loop)
-
     def stop(self, timeout: float) -> None:
-        self._running = False
-        self._wake.set()
-        if self._greenlet is not None:
-            self._greenlet.join(timeout)
-            self._greenlet.kill(block=False)
-        self.flush(timeout)
+        super().stop(timeout)
         self._checkpoint(force=True)
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        with gevent.Timeout(timeout, False):
-            while self.pending and self._write_batch():
-                pass
-        return not self.pending
-
-    def _loop(self) -> None:
-        delay = 0.1
-        while self._running:
-            if not self.pending:
-                self._wake.clear()
-                self._wake.wait(1.0)
-                continue
-            if len(self.pending) < self.batch:
-                gevent.sleep(self.max_delay)  # let the calls finishing now join this commit
-            if self._write_batch():
-                delay = 0.1
-                gevent.sleep(0)  # routing goes first between two commits
-                self._checkpoint()
-            else:
-                gevent.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def _after_commit(self) -> None:
+        self._checkpoint()
 
     def _checkpoint(self, force: bool = False) -> None:
         if self._checkpoint_path is None or (not force and time.monotonic() - self._checkpointed < 1.0):
@@ -119,7 +75,7 @@ class CallWriter:
     def _write_batch(self) -> bool:
         # After a failure, one call at a time: the calls before one that cannot be written get in.
         size = 1 if self._failing else self.batch
-        calls = [self.pending[i] for i in range(min(size, len(self.pending)))]
+        calls = self._next_batch(size)
         store = self.service.store
         try:
             with self.db_lock, store.transaction():
@@ -145,9 +101,7 @@ class CallWriter:
         for n, (call, binding) in enumerate(zip(calls, learned)):
             if n % 4 == 3:
                 gevent.sleep(0)  # a batch's log lines too leave room for the calls being routed
-            if self.pending and self.pending[0] is call:  # put() may have dropped it meanwhile
-                self.pending.popleft()
-            self.written += 1
+            self._committed(call)
             log.info("call.recorded", uuid=call.uuid, direction=call.direction, client=call.client,
                      agent=call.agent, talk_seconds=call.talk_seconds, outcome=call.outcome)
             if binding is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ import gevent.event
 import gevent.pool
 import structlog
 
+from ..batching import BatchWriter
 from ..core import live, webhooks
 from . import client as http_client
 
@@ -435,15 +436,13 @@ class Sender:
             self.on_result(result)
 
 
-class LiveEvents:
+class LiveEvents(BatchWriter):
     """The listener's call transitions (core/live.py) into the outbox as webhook events.
 
-    put() is all the event's path does: no database there, so ingestion never waits for a
-    commit. A greenlet writes what arrived meanwhile in one transaction (at most `batch`, at
-    most `max_delay` seconds after the first of them), in the order told, on the connection
-    given (the daemon's call writer's: one writer on SQLite) under `lock`; the sender is woken
-    by the store. A transition leaves `pending` once its transaction committed; a failed write
-    is tried again with a backoff, and stop() writes what is left.
+    Group commit (batching.BatchWriter): put() is all the event's path does; a greenlet writes
+    what arrived meanwhile in one transaction (at most `batch`, at most `max_delay` seconds after
+    the first of them), in the order told, on the connection given (the daemon's call writer's:
+    one writer on SQLite) under `lock`; the sender is woken by the store.
 
     Each event says who the client was bound to when the call came (the sticky leg's agent,
     else the ownership rule's holder, Service.holder_of: read once per call, at its first
@@ -451,67 +450,20 @@ class LiveEvents:
     (core.webhooks.recipients).
     """
 
+    log = log
+    backlog_full = "webhooks.backlog_full"
+    first_retry, last_retry = 0.05, 2.0
+
     def __init__(self, service, lock=None, batch: int = 64, max_delay: float = 0.02,
                  max_pending: int = 200_000, remembered: int = 100_000):
+        super().__init__(batch, max_delay, max_pending)
         self.service = service
         self.lock = lock if lock is not None else nullcontext()
-        self.batch = batch
-        self.max_delay = max_delay
-        self.max_pending = max_pending
-        self.pending: deque[live.Transition] = deque()
-        self.written = 0
-        self.dropped = 0
-        self.failures = 0
         self._bound: OrderedDict[str, str | None] = OrderedDict()  # call uuid -> bound agent
         self._remembered = remembered
-        self._wake = gevent.event.Event()
-        self._greenlet = None
-        self._running = False
-
-    def put(self, transition: live.Transition) -> None:
-        if len(self.pending) >= self.max_pending:
-            self.pending.popleft()
-            self.dropped += 1
-            log.error("webhooks.backlog_full", dropped=self.dropped)
-        self.pending.append(transition)
-        self._wake.set()
-
-    def start(self) -> None:
-        self._running = True
-        self._greenlet = gevent.spawn(self._loop)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._running = False
-        self._wake.set()
-        if self._greenlet is not None:
-            self._greenlet.join(timeout)
-            self._greenlet.kill(block=False)
-        self.flush(timeout)
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        with gevent.Timeout(timeout, False):
-            while self.pending and self._write_batch():
-                pass
-        return not self.pending
-
-    def _loop(self) -> None:
-        delay = 0.05
-        while self._running:
-            if not self.pending:
-                self._wake.clear()
-                self._wake.wait(1.0)
-                continue
-            if len(self.pending) < self.batch:
-                gevent.sleep(self.max_delay)  # let the transitions told now join this commit
-            if self._write_batch():
-                delay = 0.05
-                gevent.sleep(0)
-            else:
-                gevent.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     def _write_batch(self) -> bool:
-        told = [self.pending[i] for i in range(min(self.batch, len(self.pending)))]
+        told = self._next_batch(self.batch)
         store = self.service.store
         try:
             with self.lock, store.transaction():
@@ -524,11 +476,9 @@ class LiveEvents:
                         pending=len(self.pending))
             return False
         for t in told:
-            if self.pending and self.pending[0] is t:  # put() may have dropped it meanwhile
-                self.pending.popleft()
+            self._committed(t)
             if t.kind == live.ENDED:
                 self._bound.pop(t.call_uuid, None)
-        self.written += len(told)
         return True
 
     def _event(self, t: live.Transition, agents, groups) -> webhooks.Event:

@@ -179,13 +179,7 @@ def _crm_lookups(key, value):
         unknown = set(item) - {"name", "url", "field", "headers", "name_field"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {min(unknown)!r}: one of name, url, field, headers, name_field")
-        url = _text(f"{where}.url", item.get("url", ""))
-        try:
-            check_url(url.replace("{client}", "x").replace("{digits}", "1"))
-        except ValueError as exc:
-            raise ConfigError(f"{where}.url: {exc}") from None
-        if "{client}" not in url and "{digits}" not in url:
-            raise ConfigError(f"{where}.url: put {{client}} or {{digits}} where the number goes")
+        url = _number_url(f"{where}.url", _text(f"{where}.url", item.get("url", "")))
         path = _text(f"{where}.field", item.get("field", "")).strip()
         if not path:
             raise ConfigError(f"{where}.field: name the JSON field that holds the agent")
@@ -213,15 +207,19 @@ def _urls(key, value):
 
 def _card_url(key, value):
     text = _text(key, value).strip()
-    if not text:
-        return ""
+    return _number_url(key, text) if text else ""
+
+
+def _number_url(key: str, url: str) -> str:
+    """A URL template with {client} or {digits} where the client's number goes (a CRM lookup,
+    the card link): a valid URL once they are filled in."""
     try:
-        check_url(text.replace("{client}", "x").replace("{digits}", "1"))
+        check_url(url.replace("{client}", "x").replace("{digits}", "1"))
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}") from None
-    if "{client}" not in text and "{digits}" not in text:
+    if "{client}" not in url and "{digits}" not in url:
         raise ConfigError(f"{key}: put {{client}} or {{digits}} where the number goes")
-    return text
+    return url
 
 
 def _listen(key, value):

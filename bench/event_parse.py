@@ -18,46 +18,18 @@ import json
 import sys
 import time
 
-import gevent
-from gevent import socket
-from gevent.server import StreamServer
-from ingest_feeder import _router
-from subscription import EVENTS
+from ingest_feeder import record_streams
 
 from fsrouter.esl.headers import json_headers, parse_headers
 from fsrouter.esl.protocol import InboundConnection
-from fsrouter.fakefs import FakeFreeSWITCH
 from fsrouter.fakefs.wire import split_raw_frames
 
 
 def record(calls: int) -> dict[str, bytes]:
-    """The bytes each format's listener received for the same `calls` routed calls."""
-    fake = FakeFreeSWITCH(time_scale=0.01, keep_events=0).start()
-    fake.agent("1001", answers_after=1.0, talk=12.0)
-    router = StreamServer(("127.0.0.1", 0), _router)
-    router.start()
-    received = {"plain": bytearray(), "json": bytearray()}
-    socks, readers = [], []
-    try:
-        for fmt, buf in received.items():
-            sock = socket.create_connection(fake.esl_address)
-            sock.sendall(f"auth ClueCon\n\nevent {fmt} {EVENTS}\n\n".encode())
-            socks.append(sock)
-            readers.append(gevent.spawn(lambda s=sock, b=buf: [b.extend(c) for c in iter(lambda: s.recv(65536), b"")]))
-        gevent.sleep(0.1)
-        handles = [fake.place_call(f"+38067999{i:04d}", router=router.address) for i in range(calls)]
-        for handle in handles:
-            handle.wait(30)
-        gevent.sleep(0.5)
-    finally:
-        gevent.killall(readers)
-        for sock in socks:
-            sock.close()
-        router.stop()
-        fake.stop()
+    """The event frames each format's listener received for the same `calls` routed calls."""
     out = {}
-    for fmt, buf in received.items():
-        frames = [raw for frame, raw in split_raw_frames(bytes(buf)) if frame.content_type == f"text/event-{fmt}"]
+    for fmt, stream in record_streams(calls, "+38067999{:04d}").items():
+        frames = [raw for frame, raw in split_raw_frames(stream) if frame.content_type == f"text/event-{fmt}"]
         out[fmt] = b"".join(frames)
     return out
 

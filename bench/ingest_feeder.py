@@ -58,9 +58,10 @@ def _router(sock, _peer) -> None:
         sock.close()
 
 
-def record_template() -> dict[str, tuple[list[bytes], list[bytes], int]]:
-    """Per format ("plain", "json"): the listener's byte stream for CALLS_IN_TEMPLATE calls, split
-    around every uuid and caller, the tokens, and the number of events."""
+def record_streams(calls: int, caller: str) -> dict[str, bytes]:
+    """Per format ("plain", "json"): the events the fake FreeSWITCH sends a listener subscribed
+    like fsrouter's, for the same `calls` routed calls (callers caller.format(0...)), as bytes.
+    bench/event_parse.py times their parsing."""
     fake = FakeFreeSWITCH(time_scale=0.01, keep_events=0).start()
     fake.agent("1001", answers_after=1.0, talk=12.0)
     router = StreamServer(("127.0.0.1", 0), _router)
@@ -87,10 +88,9 @@ def record_template() -> dict[str, tuple[list[bytes], list[bytes], int]]:
                     buf.extend(chunk)
 
             readers.append(gevent.spawn(read))
-        handles = [fake.place_call(TEMPLATE_CALLER.format(i), router=router.address)
-                   for i in range(CALLS_IN_TEMPLATE)]
+        handles = [fake.place_call(caller.format(i), router=router.address) for i in range(calls)]
         for handle in handles:
-            handle.wait(10)
+            handle.wait(30)
         gevent.sleep(0.3)
         gevent.killall(readers)
     finally:
@@ -98,9 +98,15 @@ def record_template() -> dict[str, tuple[list[bytes], list[bytes], int]]:
             sock.close()
         router.stop()
         fake.stop()
+    return {fmt: bytes(buf) for fmt, buf in received.items()}
+
+
+def record_template() -> dict[str, tuple[list[bytes], list[bytes], int]]:
+    """Per format ("plain", "json"): the listener's byte stream for CALLS_IN_TEMPLATE calls, split
+    around every uuid and caller, the tokens, and the number of events."""
+    received = record_streams(CALLS_IN_TEMPLATE, TEMPLATE_CALLER)
     templates = {}
-    for fmt, buf in received.items():
-        blob = bytes(buf)
+    for fmt, blob in received.items():
         events = blob.count(f"Content-Type: text/event-{fmt}".encode())
         tokens = sorted(set(_UUID.findall(blob)) | {TEMPLATE_CALLER.format(i)[1:].encode()
                                                       for i in range(CALLS_IN_TEMPLATE)})

@@ -229,3 +229,10 @@ def test_json_headers_alone():
     assert header_text(json_headers('{"a":" x "}'), "a") == "x" and header_text({"a": ["1"]}, "a") == ""
     with pytest.raises(NotAnEvent):
         json_headers("[]")
+
+
+def test_json_headers_reads_what_orjson_refuses_as_json_does():
+    """orjson parses the events; an escaped lone surrogate (valid JSON, which cJSON never writes)
+    it refuses, and json reads it: the listener reads every body json would, and no other."""
+    body = '{"Event-Name":"CHANNEL_CREATE","Caller-Caller-ID-Name":"a\\ud800b"}'
+    assert json_headers(body) == {"Event-Name": "CHANNEL_CREATE", "Caller-Caller-ID-Name": "a\ud800b"}

@@ -86,6 +86,21 @@ def write_live(store, *transitions):
 
 # -- what is written -------------------------------------------------------------------------------
 
+def test_an_event_body_is_compact_json_keys_sorted_in_utf8():
+    event = webhooks.Event("id-1", "call.ringing", datetime(2024, 5, 1, 9, 30, 2, tzinfo=UTC),
+                           {"client": "+380671234567", "name": "Олена <b>", "z": 1, "a": [12.0, None]})
+    assert event.body() == ('{"at":"2024-05-01T09:30:02.000000Z","data":{"a":[12.0,null],"client":"+380671234567",'
+                            '"name":"Олена <b>","z":1},"id":"id-1","type":"call.ringing"}').encode("utf-8")
+
+
+def test_an_event_body_with_what_orjson_refuses_is_still_json():
+    """A lone surrogate (a CRM's name decoded leniently) or an integer past 64 bits: orjson refuses
+    them, json writes them escaped to ASCII; the body still reads back to the same data."""
+    data = {"name": "a\ud800b", "n": 2 ** 70}
+    event = webhooks.Event("id-2", "call.ringing", datetime(2024, 5, 1, tzinfo=UTC), data)
+    assert json.loads(event.body())["data"] == data
+
+
 def test_recorded_call_writes_binding_changed_in_its_transaction_and_no_call_event(store):
     BindingPath(store).set_manual_binding(CLIENT, "1002", T0 - timedelta(days=1))  # bound: 1002
     Outbox(store).purge((PENDING,))

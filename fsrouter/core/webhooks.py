@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
+
 from . import live
 from .binding_changes import BindingChange
 from .missed import MissedCall
@@ -65,9 +67,16 @@ class Event:
     data: dict
 
     def body(self) -> bytes:
-        """The exact bytes that are stored, signed and sent."""
-        return json.dumps({"id": self.id, "type": self.type, "at": iso(self.at), "data": self.data},
-                          ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        """The exact bytes that are stored, signed and sent: compact JSON, keys sorted, UTF-8.
+
+        orjson writes them: json.dumps was 3.3% of the daemon's samples in the ingestion blast with
+        the live stream on (py-spy), a fifth of writing the live events. What orjson refuses (a
+        string with a lone surrogate, an integer past 64 bits) json writes, escaped to ASCII."""
+        document = {"id": self.id, "type": self.type, "at": iso(self.at), "data": self.data}
+        try:
+            return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("ascii")
 
 
 def iso(value: datetime | None) -> str | None:

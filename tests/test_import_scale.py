@@ -250,12 +250,13 @@ def test_the_report_of_grouped_call_records_is_the_report_of_the_calls_on_postgr
 
 @given(st.text())
 def test_the_uuid_of_a_call_without_one_is_its_uuid5(name):
-    from fsrouter.store.calls import _CALL_NAMESPACE, _uuid5
+    from fsrouter.core.ids import uuid5
+    from fsrouter.store.calls import _CALL_NAMESPACE
 
     try:
         expected = str(uuid.uuid5(_CALL_NAMESPACE, name))
     except UnicodeEncodeError:
         with pytest.raises(UnicodeEncodeError):
-            _uuid5(name)
+            uuid5(_CALL_NAMESPACE, name)
         return
-    assert _uuid5(name) == expected
+    assert uuid5(_CALL_NAMESPACE, name) == expected

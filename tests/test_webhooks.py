@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import gevent
 import peewee
@@ -90,7 +91,7 @@ def test_an_event_body_is_compact_json_keys_sorted_in_utf8():
     event = webhooks.Event("id-1", "call.ringing", datetime(2024, 5, 1, 9, 30, 2, tzinfo=UTC),
                            {"client": "+380671234567", "name": "Олена <b>", "z": 1, "a": [12.0, None]})
     assert event.body() == ('{"at":"2024-05-01T09:30:02.000000Z","data":{"a":[12.0,null],"client":"+380671234567",'
-                            '"name":"Олена <b>","z":1},"id":"id-1","type":"call.ringing"}').encode("utf-8")
+                            '"name":"Олена <b>","z":1},"id":"id-1","type":"call.ringing"}').encode()
 
 
 def test_an_event_body_with_what_orjson_refuses_is_still_json():
@@ -581,3 +582,14 @@ def test_the_sender_does_not_wait_for_a_listener_behind_only_for_a_moment(store,
     assert sender.run_once() == 1
     sender.pool.join(2)
     assert len(receiver.received) == 1
+
+
+@pytest.mark.parametrize("name", ["", "0000-1234|ringing|0", "+380671234567|learned|é"])
+def test_event_ids_are_the_uuid5_of_what_they_name(name):
+    assert webhooks.event_id(name) == str(uuid.uuid5(webhooks._NAMESPACE, name))
+
+
+@pytest.mark.parametrize("at", [datetime(2024, 5, 1, 9, 30, 2, tzinfo=UTC),
+                                datetime(2024, 5, 1, 12, 30, 2, 7, tzinfo=timezone(timedelta(hours=3)))])
+def test_event_times_are_utc_to_the_microsecond_with_a_z(at):
+    assert webhooks.iso(at) == at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -18,9 +18,9 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 import orjson
-from urllib.parse import unquote
 
 _escape_decode = codecs.escape_decode
 

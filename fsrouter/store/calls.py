@@ -2,12 +2,12 @@
 bindings' compare-and-swap primitives, binding_history rows and the outbox write."""
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime
 
 import peewee as pw
 
+from ..core.ids import uuid5
 from ..core.model import AUTO, DIRECTIONS, Binding, Call
 from ..core.webhooks import CALL_EVENT, Event
 from . import sqltext
@@ -256,14 +256,6 @@ def with_uuid(call: Call) -> Call:
                     call.ended_at.isoformat(), repr(float(call.talk_seconds)), str(bool(call.answered))))
     # dataclasses.replace, at a fifth of its cost: Call has no __post_init__ to run again.
     copy = object.__new__(Call)
-    copy.__dict__.update(call.__dict__, uuid=_uuid5(key))
+    copy.__dict__.update(call.__dict__, uuid=uuid5(_CALL_NAMESPACE, key))
     return copy
 
-
-def _uuid5(name: str) -> str:
-    """str(uuid.uuid5(_CALL_NAMESPACE, name)), without making a UUID object (an import makes a million)."""
-    digest = bytearray(hashlib.sha1(_CALL_NAMESPACE.bytes + name.encode("utf-8")).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    x = digest.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"

@@ -442,7 +442,8 @@ class LiveEvents(BatchWriter):
     Group commit (batching.BatchWriter): put() is all the event's path does; a greenlet writes
     what arrived meanwhile in one transaction (at most `batch`, at most `max_delay` seconds after
     the first of them), in the order told, on the connection given (the daemon's call writer's:
-    one writer on SQLite) under `lock`; the sender is woken by the store.
+    one writer on SQLite) under `lock`; the sender is woken by the store. In the daemon the call
+    writer carries it (BatchWriter.carry): the events are written in the calls' transactions.
 
     Each event says who the client was bound to when the call came (the sticky leg's agent,
     else the ownership rule's holder, Service.holder_of: read once per call, at its first
@@ -463,23 +464,28 @@ class LiveEvents(BatchWriter):
         self._remembered = remembered
 
     def _write_batch(self) -> bool:
-        told = self._next_batch(self.batch)
-        store = self.service.store
+        told = []
         try:
-            with self.lock, store.transaction():
-                agents, groups = self.service.agents(), self.service.groups()
-                events = [self._event(t, agents, groups) for t in told]
-                store.add_events(events)
+            with self.lock, self.service.store.transaction():
+                told = self._next_batch(self.batch)  # under the lock: a carrier may have written some
+                self._write_items(told)
         except Exception as exc:  # the database is away: kept, and tried again
             self.failures += 1
-            log.warning("webhooks.write_failed", uuid=told[0].call_uuid, events=len(told), error=str(exc)[:200],
-                        pending=len(self.pending))
+            log.warning("webhooks.write_failed", uuid=told[0].call_uuid if told else None, events=len(told),
+                        error=str(exc)[:200], pending=len(self.pending))
             return False
+        self._written(told)
+        return True
+
+    def _write_items(self, told: list[live.Transition]) -> None:
+        agents, groups = self.service.agents(), self.service.groups()
+        self.service.store.add_events([self._event(t, agents, groups) for t in told])
+
+    def _written(self, told: list[live.Transition]) -> None:
         for t in told:
             self._committed(t)
             if t.kind == live.ENDED:
                 self._bound.pop(t.call_uuid, None)
-        return True
 
     def _event(self, t: live.Transition, agents, groups) -> webhooks.Event:
         group = groups.get(t.group) if t.group else None

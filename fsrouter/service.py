@@ -46,6 +46,10 @@ class _Snapshot:
     groups: dict[str, Group]
     loaded_at: float  # clock() as a timestamp
 
+    @functools.cached_property
+    def extensions(self) -> frozenset[str]:
+        return frozenset(self.agents)
+
 
 @dataclass(frozen=True)
 class Standing:
@@ -119,6 +123,10 @@ class Service:
 
     def groups(self) -> dict[str, Group]:
         return self._fresh().groups
+
+    def agent_extensions(self) -> frozenset[str]:
+        """The agents' extensions, one set per configuration read (the listener asks at events)."""
+        return self._fresh().extensions
 
     def normalize(self, raw: str) -> str:
         """The client's E.164 form in the configured region; NotAClient otherwise."""

@@ -190,7 +190,7 @@ def build_daemon(config: Config, *, one_connection: bool = False, cache_ttl: flo
             # a routing decision may be using (with psycopg2 waiting through gevent, a second
             # query there fails, and the tracker would take every agent for a stranger).
             with lock:
-                return service.agents().keys()
+                return service.agent_extensions()
         except Exception:
             return ()
 

@@ -643,3 +643,34 @@ def test_a_carrier_with_no_calls_writes_the_events_alone(store):
     events.put(told("ringing", 1, "1001", at=0))
     assert writer._write_batch() and not events.pending
     assert [e.event_type for e in Outbox(store).entries(limit=None)] == ["call.ringing"]
+
+
+def test_a_moment_drained_in_a_burst_does_not_end_the_senders_wait(store, receiver, monkeypatch):
+    """A reader in a burst drains its socket for a moment now and then (one look in twenty in the
+    bench's blast): the sender goes on waiting until the listener is not behind at several looks."""
+    import fsrouter.http.outbox as outbox_module
+    monkeypatch.setattr(outbox_module, "BURST_AFTER", 0.02)
+    looks = {"n": 0}
+
+    def behind() -> bool:  # every fifth look finds the socket drained
+        looks["n"] += 1
+        return looks["n"] % 5 != 0
+
+    sender = sender_for(store, behind=behind, poll=0.01)
+    sender.start()
+    try:
+        gevent.sleep(0.1)  # behind at most looks for longer than BURST_AFTER: a burst
+        write_live(store, told("ringing", 1, "1001", at=0))
+        sender.wake()
+        gevent.sleep(0.4)
+        assert receiver.received == [] and sender.yielded > 10
+    finally:
+        sender.stop(timeout=1)
+
+
+def test_a_listener_that_was_behind_is_caught_up_after_a_few_looks(store, receiver):
+    sender = sender_for(store, behind=lambda: False)
+    sender._behind_since = time.monotonic() - 5  # behind until now
+    started = time.monotonic()
+    sender._yield_to_events()
+    assert sender._behind_since is None and time.monotonic() - started < 0.2

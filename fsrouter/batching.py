@@ -7,11 +7,6 @@ waits for a commit). The greenlet writes what arrived meanwhile in one transacti
 once its transaction committed; a failed write is tried again after a growing pause, and
 stop() writes what is left. Beyond `max_pending` the oldest item is dropped (logged). The call
 writer (esl/writer.py: finished calls) and the live webhook events (http/outbox.py) are the two.
-
-A writer can carry another (carry()): the rider's items are written in the carrier's
-transactions, after the carrier's own, so the daemon's call writer commits the live events
-with the calls, one lock and one commit for both (two writers on one SQLite connection were two
-commits and two turns at the lock per batch).
 """
 from __future__ import annotations
 
@@ -43,8 +38,6 @@ class BatchWriter:
         self._wake = gevent.event.Event()
         self._greenlet = None
         self._running = False
-        self.rider: BatchWriter | None = None  # written in this writer's transactions (carry)
-        self.carried = False  # this writer is a rider: the carrier's loop writes its items
 
     def put(self, item) -> None:
         if len(self.pending) >= self.max_pending:
@@ -54,18 +47,9 @@ class BatchWriter:
         self.pending.append(item)
         self._wake.set()
 
-    def carry(self, rider: BatchWriter) -> None:
-        """Write `rider`'s items in this writer's transactions (after this writer's own, at most
-        rider.batch at a time): its put() wakes this loop, and its own loop is never started;
-        its flush() and stop() still write on their own."""
-        self.rider = rider
-        rider._wake = self._wake
-        rider.carried = True
-
     def start(self) -> None:
         self._running = True
-        if not self.carried:
-            self._greenlet = gevent.spawn(self._loop)
+        self._greenlet = gevent.spawn(self._loop)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._running = False
@@ -84,11 +68,11 @@ class BatchWriter:
     def _loop(self) -> None:
         delay = self.first_retry
         while self._running:
-            if not self._backlog():
+            if not self.pending:
                 self._wake.clear()
                 self._wake.wait(1.0)
                 continue
-            if self._backlog() < self.batch:
+            if len(self.pending) < self.batch:
                 gevent.sleep(self.max_delay)  # let what is handed over now join this commit
             if self._write_batch():
                 delay = self.first_retry
@@ -97,17 +81,6 @@ class BatchWriter:
             else:
                 gevent.sleep(delay)
                 delay = min(delay * 2, self.last_retry)
-
-    def _backlog(self) -> int:
-        return len(self.pending) + (len(self.rider.pending) if self.rider is not None else 0)
-
-    def _write_rider(self) -> list:
-        """In this writer's transaction: the rider's oldest items, written (_write_items)."""
-        if self.rider is None or not self.rider.pending:
-            return []
-        items = self.rider._next_batch(self.rider.batch)
-        self.rider._write_items(items)
-        return items
 
     def _next_batch(self, size: int) -> list:
         """The oldest `size` items (fewer if fewer wait), left in `pending` until committed."""
@@ -121,15 +94,6 @@ class BatchWriter:
 
     def _write_batch(self) -> bool:
         raise NotImplementedError
-
-    def _write_items(self, items: list) -> None:
-        """A rider's: `items` written in the caller's transaction."""
-        raise NotImplementedError
-
-    def _written(self, items: list) -> None:
-        """A rider's: `items` are committed (each leaves pending: _committed)."""
-        for item in items:
-            self._committed(item)
 
     def _after_commit(self) -> None:
         """Between two batches, once a batch is written (the call writer checkpoints there)."""

@@ -167,9 +167,6 @@ def build_daemon(config: Config, *, one_connection: bool = False, cache_ttl: flo
                         timeout=config.webhook_timeout, on_result=metrics.webhook_result, wake=outbox_written,
                         behind=lambda: connection.unread_bytes() > 8 * 1024)
         live_events = LiveEvents(writer.service, write_lock)
-        # Written in the call writer's transactions: one commit and one turn at the lock for both
-        # (batching.BatchWriter.carry).
-        writer.carry(live_events)
     # The live story of each call (core/live.py): published to the pages (hub.py), and turned
     # into webhooks when they are configured.
     hub = Hub()

@@ -30,8 +30,7 @@ class CallWriter(BatchWriter):
     Group commit (batching.BatchWriter): the calls that finished meanwhile are written in one
     transaction (at most `batch` of them, so the loop, which routes calls too, is never held for
     long), at most `max_delay` seconds after the first of them finished. A call leaves `pending`
-    only once its transaction committed; stop() writes whatever is left. With webhooks on, the
-    live events ride in the same transactions (carry(): LiveEvents).
+    only once its transaction committed; stop() writes whatever is left.
     """
 
     log = log
@@ -76,16 +75,14 @@ class CallWriter(BatchWriter):
     def _write_batch(self) -> bool:
         # After a failure, one call at a time: the calls before one that cannot be written get in.
         size = 1 if self._failing else self.batch
-        calls, carried = [], []
+        calls = self._next_batch(size)
         store = self.service.store
         try:
             with self.db_lock, store.transaction():
-                calls = self._next_batch(size)
                 learned = []
                 for call in calls:
                     learned.append(self.service.record_call(call))
                     gevent.sleep(0)  # a call routed now does not wait for the whole batch
-                carried = self._write_rider()  # the live webhook events, in the same commit
         except Exception as exc:
             self.failures += 1
             self._failing = True
@@ -96,13 +93,11 @@ class CallWriter(BatchWriter):
                     store.db.close()
                 except peewee.PeeweeException:
                     pass
-            log.warning("calls.write_failed", uuid=calls[0].uuid if calls else None, calls=len(calls),
-                        events=len(carried), error=str(exc)[:200], pending=len(self.pending))
+            log.warning("calls.write_failed", uuid=calls[0].uuid, calls=len(calls), error=str(exc)[:200],
+                        pending=len(self.pending))
             return False
         self.commits += 1
         self._failing = False
-        if carried:
-            self.rider._written(carried)
         for n, (call, binding) in enumerate(zip(calls, learned)):
             if n % 4 == 3:
                 gevent.sleep(0)  # a batch's log lines too leave room for the calls being routed

@@ -48,10 +48,12 @@ COALESCE = 0.01  # seconds the sender lets wake-ups gather before a round (see S
 BURST_AFTER = 0.5
 YIELD_AT_MOST = 1.0
 # A reader in a burst drains its socket for a moment now and then: in the bench's blast, one look
-# in twenty found 2-6 KB unread between looks of 70-390 KB. Once it has been behind, the listener
-# is taken as caught up only when it is not behind at CAUGHT_UP_LOOKS looks, COALESCE apart; with
-# one look deciding, the sender left its wait at the first such moment and posted through a third
-# of the blast (8,044 of 22,500 events, 12% of the daemon's samples, py-spy).
+# in twenty found 2-6 KB unread between looks of 70-390 KB. Once the sender waits for a burst, the
+# listener is taken as caught up only when it is not behind at CAUGHT_UP_LOOKS looks, COALESCE
+# apart; with one look deciding, the sender left its wait at the first such moment and posted
+# through a third of the blast (8,044 of 22,500 events, 12% of the daemon's samples, py-spy).
+# Not before the wait: asking for three looks there too took every moment behind at 100 calls/s
+# for a burst (webhook delay p50 0.2 -> 0.5 s, bench "live").
 CAUGHT_UP_LOOKS = 3
 STATES = (PENDING, SENT, DEAD)
 
@@ -296,7 +298,7 @@ class Sender:
         while it stays behind (YIELD_AT_MOST seconds at most); a moment behind holds nothing."""
         if self.behind is None:
             return
-        if not self.behind() and (self._behind_since is None or self._caught_up()):
+        if not self.behind():
             self._behind_since = None
             return
         now = time.monotonic()
@@ -456,8 +458,7 @@ class LiveEvents(BatchWriter):
     Group commit (batching.BatchWriter): put() is all the event's path does; a greenlet writes
     what arrived meanwhile in one transaction (at most `batch`, at most `max_delay` seconds after
     the first of them), in the order told, on the connection given (the daemon's call writer's:
-    one writer on SQLite) under `lock`; the sender is woken by the store. In the daemon the call
-    writer carries it (BatchWriter.carry): the events are written in the calls' transactions.
+    one writer on SQLite) under `lock`; the sender is woken by the store.
 
     Each event says who the client was bound to when the call came (the sticky leg's agent,
     else the ownership rule's holder, Service.holder_of: read once per call, at its first
@@ -478,28 +479,23 @@ class LiveEvents(BatchWriter):
         self._remembered = remembered
 
     def _write_batch(self) -> bool:
-        told = []
+        told = self._next_batch(self.batch)
+        store = self.service.store
         try:
-            with self.lock, self.service.store.transaction():
-                told = self._next_batch(self.batch)  # under the lock: a carrier may have written some
-                self._write_items(told)
+            with self.lock, store.transaction():
+                agents, groups = self.service.agents(), self.service.groups()
+                events = [self._event(t, agents, groups) for t in told]
+                store.add_events(events)
         except Exception as exc:  # the database is away: kept, and tried again
             self.failures += 1
-            log.warning("webhooks.write_failed", uuid=told[0].call_uuid if told else None, events=len(told),
-                        error=str(exc)[:200], pending=len(self.pending))
+            log.warning("webhooks.write_failed", uuid=told[0].call_uuid, events=len(told), error=str(exc)[:200],
+                        pending=len(self.pending))
             return False
-        self._written(told)
-        return True
-
-    def _write_items(self, told: list[live.Transition]) -> None:
-        agents, groups = self.service.agents(), self.service.groups()
-        self.service.store.add_events([self._event(t, agents, groups) for t in told])
-
-    def _written(self, told: list[live.Transition]) -> None:
         for t in told:
             self._committed(t)
             if t.kind == live.ENDED:
                 self._bound.pop(t.call_uuid, None)
+        return True
 
     def _event(self, t: live.Transition, agents, groups) -> webhooks.Event:
         group = groups.get(t.group) if t.group else None

@@ -39,11 +39,18 @@ _EVENT_TYPES = ("text/event-plain", "text/event-json")
 
 
 class _EventConnection(InboundConnection):
-    """greenswitch's inbound connection, yielding after each event it reads.
+    """greenswitch's inbound connection, handing each event to its handlers as soon as it is read,
+    in the reader's own greenlet, then giving the loop a turn.
 
-    Its reader parses event after event for as long as the socket has bytes, without giving the
-    loop back: a burst of a few hundred events (FreeSWITCH catching up) held every call being
-    routed for 10-20 ms. One event's parse (~60 µs) is now the longest the calls wait.
+    greenswitch's reader parses event after event for as long as the socket has bytes, without
+    giving the loop back: a burst of a few hundred events (FreeSWITCH catching up) held every call
+    being routed for 10-20 ms. One event (its parse and its handlers) is now the longest the calls
+    wait. The events no longer pass through greenswitch's queue to a greenlet of their own: the
+    put, the get and the two switches to and from that greenlet were 12% of the daemon's samples
+    in the ingestion blast (py-spy: the queue's get, the hub, sleep). A handler must not wait for
+    an answer on this connection (presence asks sofia_contact from greenlets of its own): the
+    answer is read by the greenlet that is running the handler. The disconnect notice still goes
+    through the queue (process_events), after every event before it.
     """
 
     # One connection carries every event of the switch, 5-10 KB each: greenswitch's 8 KB buffer
@@ -55,28 +62,29 @@ class _EventConnection(InboundConnection):
         default.close()  # never read
         super().start_event_handlers()
 
-    def handle_event(self, event) -> None:
-        super().handle_event(event)
-        if event.headers.get("Content-Type") in _EVENT_TYPES:
-            gevent.sleep(0)
+    def _take_event(self, event) -> None:
+        self._hand_on(event)
+        gevent.sleep(0)
+
+    def _hand_on(self, event) -> None:
+        """To the handlers registered for the event's name (a CUSTOM event's: its subclass), else "*"."""
+        headers, handlers_of = event.headers, self.event_handlers
+        if headers.get("Content-Type") == "text/disconnect-notice":
+            handlers = handlers_of.get("DISCONNECT")
+        elif headers.get("Event-Name") == "CUSTOM":
+            handlers = handlers_of.get(headers.get("Event-Subclass"))
+        else:
+            handlers = handlers_of.get(headers.get("Event-Name"))
+        for handle in handlers or handlers_of.get("*") or ():
+            self._safe_exec_handler(handle, event)
 
     def process_events(self) -> None:
-        """greenswitch's process_events (0.0.19), but waiting on its queue without a timeout:
-        with the reader yielding after each event the queue is empty at every get, and
-        greenswitch's get(timeout=1) made and cancelled a gevent.Timeout per event (3% of the
-        daemon's CPU in an ingestion blast, py-spy). The loop ends when _drop() kills it."""
-        queue, handlers_of = self._esl_event_queue, self.event_handlers
+        """greenswitch's process_events (0.0.19), for what still comes through its queue (the
+        disconnect notice), waiting on it without a timeout: greenswitch's get(timeout=1) made
+        and cancelled a gevent.Timeout per event. The loop ends when _drop() kills it."""
+        queue = self._esl_event_queue
         while self._run:
-            event = queue.get()
-            headers = event.headers
-            if headers.get("Content-Type") == "text/disconnect-notice":
-                handlers = handlers_of.get("DISCONNECT")
-            elif headers.get("Event-Name") == "CUSTOM":
-                handlers = handlers_of.get(headers.get("Event-Subclass"))
-            else:
-                handlers = handlers_of.get(headers.get("Event-Name"))
-            for handle in handlers or handlers_of.get("*") or ():
-                self._safe_exec_handler(handle, event)
+            self._hand_on(queue.get())
 
 
 @dataclass

@@ -47,18 +47,27 @@ class FixedProtocol:
     _read_socket = staticmethod(read_body)
 
     def handle_event(self, event) -> None:
-        """greenswitch's, but for text/event-json: its headers, put on the queue as a plain
-        event's would be (the frame's Content-Type and Content-Length with them, unless the
-        event has its own). A body that is not FreeSWITCH's event object raises, which ends the
-        stream (receive_events). Per-event cost against plain: headers.json_headers."""
-        if event.headers.get("Content-Type") == "text/event-json":
+        """greenswitch's, but for the events themselves, which go to _take_event. text/event-json
+        (which greenswitch cannot read): its headers as a plain event's would be (the frame's
+        Content-Type and Content-Length with them, unless the event has its own). A body that is
+        not FreeSWITCH's event object raises, which ends the stream (receive_events). Per-event
+        cost against plain: headers.json_headers. text/event-plain: as greenswitch reads it."""
+        content_type = event.headers.get("Content-Type")
+        if content_type == "text/event-json":
             frame = event.headers
             event.headers = json_headers(read_body(self.sock_file, int(frame["Content-Length"]), errors="replace"))
             for name, value in frame.items():  # the event's own (a job's Content-Length) win, as in plain
                 event.headers.setdefault(name, value)
-            self._esl_event_queue.put(event)
-            return
-        super().handle_event(event)
+            self._take_event(event)
+        elif content_type == "text/event-plain":
+            event.parse_data(read_body(self.sock_file, int(event.headers["Content-Length"])))
+            self._take_event(event)
+        else:
+            super().handle_event(event)
+
+    def _take_event(self, event) -> None:
+        """An event read: onto greenswitch's queue, whose greenlet (process_events) hands it on."""
+        self._esl_event_queue.put(event)
 
     def receive_events(self) -> None:
         try:

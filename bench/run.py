@@ -363,9 +363,11 @@ class Bench:
                 if name == "fsrouter_live":
                     args += ["--webhook", webhook]
                 if ours:
+                    # A fresh database each run, its WAL and shared-memory files too (a killed
+                    # worker leaves them).
                     path = self.tmp / "ingest.db"
-                    if path.exists():
-                        path.unlink()
+                    for stale in (path, path.with_name("ingest.db-wal"), path.with_name("ingest.db-shm")):
+                        stale.unlink(missing_ok=True)
                     subprocess.run([procs.PYTHON, "-c", f"import dbs; dbs.make_office('sqlite:///{path}')"],
                                    cwd=tree / "bench", env=env_path, check=True)
                     args += ["--database", f"sqlite:///{path}"]
@@ -492,12 +494,15 @@ class Bench:
             # this machine's speed drifts by a quarter within minutes (the same code read 1,800
             # and 2,900 events/s ten minutes apart), so one run of each judged a coin toss. The
             # verdict takes each one's median; every run is kept.
+            # The order turns each pair: in three full runs with fsrouter at BEFORE always first,
+            # the live runs' CPU per event rose from the first pair to the third (280 -> 363,
+            # 283 -> 366, 365 -> 412 µs) and BEFORE's fell (440 -> 332, 399 -> 368 µs).
             pairs = 1 if self.quick else int(os.environ.get("BENCH_LIVE_PAIRS", LIVE_PAIRS))
             runs = {"fsrouter_before": [], "fsrouter_live": []}
-            for _ in range(pairs):
-                for name, each in runs.items():
+            for pair in range(pairs):
+                for name in ("fsrouter_before", "fsrouter_live")[::1 if pair % 2 == 0 else -1]:
                     self._ingest(out, (name,), webhook=url)
-                    each.append(out[name])
+                    runs[name].append(out[name])
             for name, each in runs.items():
                 out[name] = sorted(each, key=lambda r: r["blast"]["events_per_second"])[len(each) // 2]
                 out[name]["runs_events_per_second"] = [r["blast"]["events_per_second"] for r in each]
@@ -534,7 +539,7 @@ class Bench:
                  f"{_ratio(f['events_per_second'], b['events_per_second'])}",
                  f">= 1.00x fsrouter at {BEFORE} (8,800/s on its day's machine)",
                  "ok" if f["events_per_second"] >= before["events_per_second"] else "MISSED")
-        self.row("  same, each run: live; at " + BEFORE + " (in turn)",
+        self.row("  same, each run: live; at " + BEFORE + " (in turn, each pair's order turned)",
                  ", ".join(f"{v:,}" for v in each_live), ", ".join(f"{v:,}" for v in each_before),
                  ", ".join(_ratio(a, b) for a, b in zip(each_live, each_before)), "", "")
         if f.get("final"):

@@ -163,3 +163,20 @@ def test_a_mark_goes_no_further_than_the_last_event_read(tmp_path):
     clock.advance(4)
     w.mark(force=True)
     assert store.listener_mark("n1")[0] == read
+
+
+def test_the_daemons_loss_watch_writes_on_the_call_writers_connection_under_its_lock(tmp_path):
+    """Not on the routing connection: there SQLite's one writer made the mark meet "database is
+    locked" behind the writer's commits, and wait out the busy timeout with every greenlet held."""
+    from fsrouter.config import Config
+    from fsrouter.wiring import build_daemon
+
+    daemon = build_daemon(Config(database=f"sqlite:///{tmp_path / 'l.db'}", esl_port=1, listen_port=0))
+    try:
+        lock = daemon.writer.db_lock
+        seen = daemon.loss._store_call(lambda store: (store, lock._is_owned()))
+        assert seen == (daemon.writer.service.store, True)
+        assert daemon.writer.service.store is not daemon.service.store
+    finally:
+        daemon.writer.service.store.close()
+        daemon.service.store.close()

@@ -541,17 +541,24 @@ def test_a_delivery_cut_off_by_stop_is_tried_again_at_the_next_start(store, rece
     again.pool.kill()
 
 
-def test_the_sender_waits_while_freeswitchs_events_wait_unread_then_sends(store, receiver, monkeypatch):
+def sender_in_a_burst(store, monkeypatch, behind):
+    """A started sender whose listener has been behind (`behind`) for longer than BURST_AFTER,
+    and a call's first event written then: the sender's to stop."""
     import fsrouter.http.outbox as outbox_module
     monkeypatch.setattr(outbox_module, "YIELD_AT_MOST", 1.0)
     monkeypatch.setattr(outbox_module, "BURST_AFTER", 0.02)
-    behind = {"now": True}
-    sender = sender_for(store, behind=lambda: behind["now"], poll=0.01)
+    sender = sender_for(store, behind=behind, poll=0.01)
     sender.start()
+    gevent.sleep(0.1)
+    write_live(store, told("ringing", 1, "1001", at=0))
+    sender.wake()
+    return sender
+
+
+def test_the_sender_waits_while_freeswitchs_events_wait_unread_then_sends(store, receiver, monkeypatch):
+    behind = {"now": True}  # behind at every look
+    sender = sender_in_a_burst(store, monkeypatch, lambda: behind["now"])
     try:
-        gevent.sleep(0.1)  # behind at every look for longer than BURST_AFTER: a burst
-        write_live(store, told("ringing", 1, "1001", at=0))
-        sender.wake()
         gevent.sleep(0.3)
         assert receiver.received == [] and sender.yielded > 0  # the events are read first
         behind["now"] = False
@@ -598,20 +605,14 @@ def test_event_times_are_utc_to_the_microsecond_with_a_z(at):
 def test_a_moment_drained_in_a_burst_does_not_end_the_senders_wait(store, receiver, monkeypatch):
     """A reader in a burst drains its socket for a moment now and then (one look in twenty in the
     bench's blast): the sender goes on waiting until the listener is not behind at several looks."""
-    import fsrouter.http.outbox as outbox_module
-    monkeypatch.setattr(outbox_module, "BURST_AFTER", 0.02)
     looks = {"n": 0}
 
     def behind() -> bool:  # every fifth look finds the socket drained
         looks["n"] += 1
         return looks["n"] % 5 != 0
 
-    sender = sender_for(store, behind=behind, poll=0.01)
-    sender.start()
+    sender = sender_in_a_burst(store, monkeypatch, behind)
     try:
-        gevent.sleep(0.1)  # behind at most looks for longer than BURST_AFTER: a burst
-        write_live(store, told("ringing", 1, "1001", at=0))
-        sender.wake()
         gevent.sleep(0.4)
         assert receiver.received == [] and sender.yielded > 10
     finally:

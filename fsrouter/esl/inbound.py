@@ -35,7 +35,6 @@ COMMAND_TIMEOUT = 5.0
 # in a fraction of the plain form's time (headers.json_headers; figures in bench/README.md,
 # profile findings). Plain frames are still read (a replayed capture, anything sent as plain).
 EVENT_FORMAT = "json"
-_EVENT_TYPES = ("text/event-plain", "text/event-json")
 
 
 class _EventConnection(InboundConnection):
@@ -47,8 +46,8 @@ class _EventConnection(InboundConnection):
     being routed for 10-20 ms. One event (its parse and its handlers) is now the longest the calls
     wait. The events no longer pass through greenswitch's queue to a greenlet of their own, where
     each waited its turn behind every greenlet ready at that moment (the sender's 16, the calls'):
-    webhook delay p99 at 100 calls/s 854-998 ms in four runs of bench "live", 901-1,788 ms in five
-    with the queue. It costs the same CPU per event (45.3 against 46.6 µs, the fake's JSON events
+    webhook delay p99 at 100 calls/s 735-998 ms in seven runs of bench "live", 901-1,788 ms in
+    four with the queue. It costs the same CPU per event (45.3 against 46.6 µs, the fake's JSON events
     over a socketpair into this class alone, best of 7). A handler must not wait for an answer on
     this connection (presence asks sofia_contact from greenlets of its own): the answer is read
     by the greenlet that is running the handler. The disconnect notice still goes through the

@@ -10,6 +10,7 @@ writer (esl/writer.py: finished calls) and the live webhook events (http/outbox.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 
 import gevent
@@ -19,7 +20,7 @@ import structlog
 log = structlog.get_logger("fsrouter.batching")
 
 
-class BatchWriter:
+class BatchWriter(ABC):
     """Subclasses write a batch (_write_batch: True once committed, after calling _committed)."""
 
     log = log  # the subclass's own logger
@@ -92,8 +93,9 @@ class BatchWriter:
             self.pending.popleft()
         self.written += 1
 
+    @abstractmethod
     def _write_batch(self) -> bool:
-        raise NotImplementedError
+        """Write the oldest pending items (_next_batch) in one transaction; True once committed."""
 
     def _after_commit(self) -> None:
         """Between two batches, once a batch is written (the call writer checkpoints there)."""
